@@ -1,0 +1,85 @@
+package main
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+)
+
+// acceptAnything is a containers-policy.json that trusts every image: the test bed checks
+// credentials, not signatures, and must not depend on the host's /etc/containers.
+const acceptAnything = `{"default":[{"type":"insecureAcceptAnything"}]}`
+
+// runSkopeo runs skopeo with home as its HOME and runtime directory, so that no credentials
+// or policy from the machine's user leak into the result.
+func runSkopeo(ctx context.Context, home string, args ...string) ([]byte, error) {
+	if err := os.MkdirAll(home, 0o700); err != nil {
+		return nil, err
+	}
+	policy := filepath.Join(home, "policy.json")
+	if err := os.WriteFile(policy, []byte(acceptAnything), 0o600); err != nil {
+		return nil, err
+	}
+	env := []string{
+		"PATH=" + os.Getenv("PATH"),
+		"HOME=" + home,
+		"XDG_RUNTIME_DIR=" + home,
+		"XDG_CONFIG_HOME=" + filepath.Join(home, ".config"),
+	}
+	if tmp := os.Getenv("TMPDIR"); tmp != "" {
+		env = append(env, "TMPDIR="+tmp)
+	}
+	return runTool(ctx, env, "skopeo", append([]string{"--policy", policy}, args...)...)
+}
+
+// writeAuthFile writes a minimal containers auth.json (mode 0600) holding one credential,
+// so that the password never appears on a command line.
+func writeAuthFile(dir, server, username, password string) (string, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return "", err
+	}
+	auth := map[string]any{"auths": map[string]any{
+		server: map[string]string{"auth": base64.StdEncoding.EncodeToString([]byte(username + ":" + password))},
+	}}
+	data, err := json.Marshal(auth)
+	if err != nil {
+		return "", err
+	}
+	// CreateTemp creates the file with mode 0600.
+	f, err := os.CreateTemp(dir, "auth-*.json")
+	if err != nil {
+		return "", err
+	}
+	_, err = f.Write(data)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		os.Remove(f.Name())
+		return "", err
+	}
+	return f.Name(), nil
+}
+
+// scrub removes a password, in the plain and base64 forms a registry client may echo,
+// from text that is about to be printed.
+func scrub(text, username, password string) string {
+	if password == "" {
+		return text
+	}
+	var secrets []string
+	for _, s := range []string{password, username + ":" + password} {
+		for _, enc := range []*base64.Encoding{base64.StdEncoding, base64.URLEncoding,
+			base64.RawStdEncoding, base64.RawURLEncoding} {
+			secrets = append(secrets, enc.EncodeToString([]byte(s)))
+		}
+	}
+	secrets = append(secrets, password)
+	for _, s := range secrets {
+		text = strings.ReplaceAll(text, s, "[redacted]")
+	}
+	return text
+}

@@ -1,0 +1,11 @@
+//go:build tools
+
+// Package testbed pins the Kubernetes commands the test bed builds, so `go mod tidy`
+// keeps their dependencies.
+package testbed
+
+import (
+	_ "k8s.io/kubernetes/cmd/kube-apiserver"
+	_ "k8s.io/kubernetes/cmd/kube-controller-manager"
+	_ "k8s.io/kubernetes/cmd/kubectl"
+)
