@@ -16,7 +16,6 @@ use crate::{CredentialSpec, CredentialStatus, rules};
     kind = "ClusterRegistryCredential",
     shortname = "cregcred",
     status = "CredentialStatus",
-    category = "regcred",
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
     printcolumn = r#"{"name":"Reason","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#,
     printcolumn = r#"{"name":"Registries","type":"string","jsonPath":".status.registries"}"#,
@@ -73,5 +72,9 @@ fn one_way_to_pick_namespaces(schema: &mut Schema) {
 
 fn namespace_names(schema: &mut Schema) {
     rules::bound_items(schema, 63);
-    rules::all_match(schema, rules::DNS_LABEL, "namespace names must be valid DNS labels");
+    rules::all_match(
+        schema,
+        rules::DNS_LABEL,
+        "namespace names must be valid DNS labels",
+    );
 }

@@ -6,8 +6,8 @@
 #![forbid(unsafe_code)]
 
 mod cluster;
-mod namespaced;
 pub mod names;
+mod namespaced;
 mod rules;
 mod spec;
 mod status;
@@ -20,8 +20,8 @@ pub use spec::{
 };
 pub use status::{CredentialStatus, MAX_FAILURES, TargetCounts, TargetFailure, condition_reasons};
 
-use kube::CustomResourceExt;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::CustomResourceExt;
 
 /// Every CRD this API defines, in a stable order.
 pub fn crds() -> Vec<CustomResourceDefinition> {

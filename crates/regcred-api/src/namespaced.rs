@@ -16,7 +16,6 @@ use crate::{CredentialSpec, CredentialStatus, rules};
     namespaced,
     shortname = "regcred",
     status = "CredentialStatus",
-    category = "regcred",
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
     printcolumn = r#"{"name":"Reason","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#,
     printcolumn = r#"{"name":"Registries","type":"string","jsonPath":".status.registries"}"#,

@@ -6,13 +6,13 @@ use schemars::Schema;
 use serde_json::{Value, json};
 
 /// DNS-1123 subdomain: the names of Secrets and ServiceAccounts.
-pub const DNS_SUBDOMAIN: &str = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$";
+pub const DNS_SUBDOMAIN: &str =
+    r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$";
 /// DNS-1123 label: the names of namespaces.
 pub const DNS_LABEL: &str = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$";
 /// A registry as kubelet matches it: `host[:port][/path]`, where a host label may be a
 /// glob such as `*`. No scheme.
-pub const SERVER: &str =
-    r"^((\*|[a-z0-9]([-a-z0-9*]*[a-z0-9*])?)\.)*(\*|[a-z0-9]([-a-z0-9*]*[a-z0-9*])?)(:[0-9]{1,5})?(/[a-zA-Z0-9._~/-]*)?$";
+pub const SERVER: &str = r"^((\*|[a-z0-9]([-a-z0-9*]*[a-z0-9*])?)\.)*(\*|[a-z0-9]([-a-z0-9*]*[a-z0-9*])?)(:[0-9]{1,5})?(/[a-zA-Z0-9._~/-]*)?$";
 /// A key of a Secret's `data`.
 pub const SECRET_KEY: &str = r"^[-._a-zA-Z0-9]+$";
 /// A label key: optional DNS-subdomain prefix and `/`, then a name of up to 63 characters.
@@ -47,7 +47,11 @@ fn cel_regex(pattern: &str) -> String {
 
 /// A rule that a string matches `pattern`.
 pub fn matches(schema: &mut Schema, pattern: &str, message: &str) {
-    add_rule(schema, &format!("self.matches({})", cel_regex(pattern)), message);
+    add_rule(
+        schema,
+        &format!("self.matches({})", cel_regex(pattern)),
+        message,
+    );
 }
 
 /// A rule that every string of a list matches `pattern`.

@@ -137,11 +137,19 @@ fn default_password_key() -> String {
 }
 
 fn source_name(schema: &mut Schema) {
-    rules::matches(schema, rules::DNS_SUBDOMAIN, "secretRef.name must be a valid Secret name");
+    rules::matches(
+        schema,
+        rules::DNS_SUBDOMAIN,
+        "secretRef.name must be a valid Secret name",
+    );
 }
 
 fn source_namespace(schema: &mut Schema) {
-    rules::matches(schema, rules::DNS_LABEL, "secretRef.namespace must be a valid namespace name");
+    rules::matches(
+        schema,
+        rules::DNS_LABEL,
+        "secretRef.namespace must be a valid namespace name",
+    );
 }
 
 fn secret_key(schema: &mut Schema) {

@@ -46,13 +46,13 @@ pub const MAX_FAILURES: usize = 10;
 #[serde(rename_all = "camelCase")]
 pub struct TargetCounts {
     /// Namespaces targeted.
-    pub namespaces: u32,
+    pub namespaces: i32,
     /// Namespaces whose Secret holds the current credentials.
-    pub secrets_ready: u32,
+    pub secrets_ready: i32,
     /// ServiceAccounts targeted in those namespaces.
-    pub service_accounts: u32,
+    pub service_accounts: i32,
     /// Targeted ServiceAccounts whose `imagePullSecrets` list the Secret.
-    pub service_accounts_patched: u32,
+    pub service_accounts_patched: i32,
     /// `secretsReady/namespaces`, for `kubectl get`.
     pub synced: String,
 }

@@ -1,0 +1,278 @@
+//! Writes the pull Secrets: created once, then updated in place by server-side apply, never
+//! deleted and recreated; nothing is sent when the cached Secret already matches. A Secret
+//! regcred did not create is never modified.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::Api;
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams, Preconditions};
+use regcred_api::DeletionPolicy;
+use regcred_api::names::{FIELD_MANAGER, GROUP, MANAGED_BY, MANAGED_LABEL, OWNER_ANNOTATION};
+
+use crate::context::Context;
+use crate::credential::Credential;
+use crate::error::Error;
+
+pub const DOCKER_CONFIG_KEY: &str = ".dockerconfigjson";
+pub const DOCKER_CONFIG_TYPE: &str = "kubernetes.io/dockerconfigjson";
+
+/// What happened to one namespace's Secret.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Unchanged,
+    Created,
+    Updated,
+    /// A Secret of that name exists and is not regcred's: left untouched.
+    Unmanaged,
+}
+
+/// The Secret `credential` wants in `namespace` (pure).
+pub fn desired<C: Credential>(credential: &C, namespace: &str, config: &[u8]) -> Secret {
+    let labels = BTreeMap::from([
+        (MANAGED_LABEL.to_owned(), "true".to_owned()),
+        (
+            "app.kubernetes.io/managed-by".to_owned(),
+            MANAGED_BY.to_owned(),
+        ),
+    ]);
+    let annotations = BTreeMap::from([(OWNER_ANNOTATION.to_owned(), credential.id().to_string())]);
+    // Orphan: no ownerReference, so garbage collection leaves the Secret when the
+    // credential goes. Switching to Orphan drops it through server-side apply.
+    let owner_references = match credential.spec().deletion_policy {
+        DeletionPolicy::Delete => credential.owner_reference().map(|o| vec![o]),
+        DeletionPolicy::Orphan => None,
+    };
+    Secret {
+        metadata: ObjectMeta {
+            name: Some(credential.secret_name()),
+            namespace: Some(namespace.to_owned()),
+            labels: Some(labels),
+            annotations: Some(annotations),
+            owner_references,
+            ..Default::default()
+        },
+        type_: Some(DOCKER_CONFIG_TYPE.to_owned()),
+        data: Some(BTreeMap::from([(
+            DOCKER_CONFIG_KEY.to_owned(),
+            ByteString(config.to_vec()),
+        )])),
+        ..Default::default()
+    }
+}
+
+/// Whether `existing` differs from `desired` in anything regcred sets (pure).
+pub fn differs(existing: &Secret, desired: &Secret) -> bool {
+    let subset = |want: &Option<BTreeMap<String, String>>,
+                  have: &Option<BTreeMap<String, String>>| {
+        want.iter()
+            .flatten()
+            .all(|(k, v)| have.as_ref().and_then(|h| h.get(k)) == Some(v))
+    };
+    let config = |s: &Secret| {
+        s.data
+            .as_ref()
+            .and_then(|d| d.get(DOCKER_CONFIG_KEY))
+            .cloned()
+    };
+    let owners = |s: &Secret| {
+        let mut uids: Vec<String> = s
+            .metadata
+            .owner_references
+            .iter()
+            .flatten()
+            .map(|o| o.uid.clone())
+            .collect();
+        uids.sort();
+        uids
+    };
+    config(existing) != config(desired)
+        || !subset(&desired.metadata.labels, &existing.metadata.labels)
+        || !subset(
+            &desired.metadata.annotations,
+            &existing.metadata.annotations,
+        )
+        || owners(existing) != owners(desired)
+}
+
+/// Brings one namespace's Secret to `desired`. `existing` is the cached managed Secret.
+pub async fn ensure(
+    ctx: &Context,
+    desired: &Secret,
+    existing: Option<&Secret>,
+    force: bool,
+) -> Result<Outcome, Error> {
+    let namespace = desired.metadata.namespace.as_deref().unwrap_or_default();
+    let name = desired.metadata.name.as_deref().unwrap_or_default();
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
+    match existing {
+        Some(existing) if !force && !differs(existing, desired) => Ok(Outcome::Unchanged),
+        Some(existing) => {
+            let params = PatchParams {
+                field_manager: Some(FIELD_MANAGER.into()),
+                ..Default::default()
+            };
+            api.patch(
+                name,
+                &params,
+                &Patch::Merge(update_patch(existing, desired)),
+            )
+            .await?;
+            Ok(Outcome::Updated)
+        }
+        None => {
+            // Create, never apply: apply would take over a same-named Secret regcred does
+            // not manage. AlreadyExists means exactly that case.
+            let params = PostParams {
+                field_manager: Some(FIELD_MANAGER.into()),
+                ..Default::default()
+            };
+            match api.create(&params, desired).await {
+                Ok(_) => Ok(Outcome::Created),
+                Err(kube::Error::Api(status)) if status.code == 409 => Ok(Outcome::Unmanaged),
+                Err(e) => Err(e.into()),
+            }
+        }
+    }
+}
+
+/// Deletes a managed Secret that is no longer wanted (namespace no longer targeted, or the
+/// Secret was renamed), guarded by its UID so a replacement is never deleted.
+pub async fn remove(ctx: &Context, secret: &Secret) -> Result<(), Error> {
+    let namespace = secret.metadata.namespace.as_deref().unwrap_or_default();
+    let name = secret.metadata.name.as_deref().unwrap_or_default();
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
+    let params = DeleteParams {
+        preconditions: Some(Preconditions {
+            uid: secret.metadata.uid.clone(),
+            resource_version: None,
+        }),
+        ..Default::default()
+    };
+    match api.delete(name, &params).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) if status.code == 404 || status.code == 409 => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// A merge patch that sets what regcred owns and keeps everything else: other labels,
+/// annotations and ownerReferences stay. The resourceVersion makes it fail rather than
+/// overwrite a change the cache has not seen yet.
+fn update_patch(existing: &Secret, desired: &Secret) -> serde_json::Value {
+    // Keep others' ownerReferences; replace those pointing at regcred's resources.
+    let group = format!("{GROUP}/");
+    let mut owner_references: Vec<_> = existing
+        .metadata
+        .owner_references
+        .iter()
+        .flatten()
+        .filter(|o| !o.api_version.starts_with(&group))
+        .cloned()
+        .collect();
+    owner_references.extend(desired.metadata.owner_references.iter().flatten().cloned());
+    serde_json::json!({
+        "metadata": {
+            "resourceVersion": existing.metadata.resource_version,
+            "labels": desired.metadata.labels,
+            "annotations": desired.metadata.annotations,
+            "ownerReferences": owner_references,
+        },
+        "data": desired.data,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use kube::core::ObjectMeta;
+    use regcred_api::{CredentialSpec, RegistryCredential, RegistryCredentialSpec};
+
+    use super::*;
+
+    fn credential(policy: DeletionPolicy) -> RegistryCredential {
+        let mut c = RegistryCredential::new(
+            "harbor",
+            RegistryCredentialSpec {
+                credential: CredentialSpec {
+                    registries: vec![],
+                    secret_name: Some("pull".into()),
+                    service_accounts: None,
+                    deletion_policy: policy,
+                },
+            },
+        );
+        c.metadata = ObjectMeta {
+            name: Some("harbor".into()),
+            namespace: Some("app".into()),
+            uid: Some("uid-1".into()),
+            labels: Some(BTreeMap::from([(
+                "argocd.argoproj.io/instance".into(),
+                "x".into(),
+            )])),
+            ..Default::default()
+        };
+        c
+    }
+
+    #[test]
+    fn desired_secret_is_typed_labelled_and_owned() {
+        let s = desired(&credential(DeletionPolicy::Delete), "app", b"{}");
+        assert_eq!(s.metadata.name.as_deref(), Some("pull"));
+        assert_eq!(s.type_.as_deref(), Some(DOCKER_CONFIG_TYPE));
+        let labels = s.metadata.labels.as_ref().unwrap();
+        assert_eq!(labels[MANAGED_LABEL], "true");
+        assert!(
+            !labels.contains_key("argocd.argoproj.io/instance"),
+            "credential labels are not copied"
+        );
+        assert_eq!(
+            s.metadata.annotations.as_ref().unwrap()[OWNER_ANNOTATION],
+            "RegistryCredential/app/harbor"
+        );
+        let owner = &s.metadata.owner_references.as_ref().unwrap()[0];
+        assert_eq!(
+            (owner.uid.as_str(), owner.controller),
+            ("uid-1", Some(true))
+        );
+    }
+
+    #[test]
+    fn orphan_policy_writes_no_owner_reference() {
+        let s = desired(&credential(DeletionPolicy::Orphan), "app", b"{}");
+        assert!(s.metadata.owner_references.is_none());
+    }
+
+    #[test]
+    fn differs_only_on_what_regcred_sets() {
+        let want = desired(
+            &credential(DeletionPolicy::Delete),
+            "app",
+            b"{\"auths\":{}}",
+        );
+        let mut have = want.clone();
+        have.metadata.resource_version = Some("7".into());
+        have.metadata
+            .labels
+            .as_mut()
+            .unwrap()
+            .insert("extra".into(), "kept".into());
+        assert!(!differs(&have, &want));
+
+        let mut edited = have.clone();
+        edited
+            .data
+            .as_mut()
+            .unwrap()
+            .insert(DOCKER_CONFIG_KEY.into(), ByteString(b"{}".to_vec()));
+        assert!(differs(&edited, &want));
+
+        let orphan = desired(
+            &credential(DeletionPolicy::Orphan),
+            "app",
+            b"{\"auths\":{}}",
+        );
+        assert!(differs(&have, &orphan));
+    }
+}

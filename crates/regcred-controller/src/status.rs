@@ -1,0 +1,275 @@
+//! Builds the status from what a reconcile found (pure), and writes it only when it
+//! changed. Events are published on transitions of the `Ready` condition only.
+
+use jiff::Timestamp;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::ResourceExt;
+use kube::api::{Patch, PatchParams};
+use kube::runtime::events::{Event, EventType};
+use regcred_api::condition_reasons as reasons;
+use regcred_api::names::FIELD_MANAGER;
+use regcred_api::{CredentialStatus, MAX_FAILURES, TargetCounts, TargetFailure};
+
+use crate::context::Context;
+use crate::credential::Credential;
+use crate::error::Error;
+
+pub const READY: &str = "Ready";
+
+/// What one reconcile found.
+#[derive(Debug, Default)]
+pub struct Report {
+    pub secret_name: String,
+    pub registries: Vec<String>,
+    pub namespaces: i32,
+    pub secrets_ready: i32,
+    pub service_accounts: i32,
+    pub service_accounts_patched: i32,
+    pub failures: Vec<TargetFailure>,
+    /// A fault that stops every write (a source problem): reason and message.
+    pub blocked: Option<(&'static str, String)>,
+    /// Whether any Secret was written.
+    pub wrote: bool,
+    pub refresh_request: Option<String>,
+}
+
+impl Report {
+    fn ready(&self) -> (bool, &'static str, String) {
+        if let Some((reason, message)) = &self.blocked {
+            let kept = if self.secrets_ready > 0 {
+                "; the Secrets already written stay as they are"
+            } else {
+                ""
+            };
+            return (false, reason, format!("{message}{kept}"));
+        }
+        if self.namespaces == 0 {
+            return (
+                false,
+                reasons::NO_TARGETS,
+                "no live namespace is targeted".into(),
+            );
+        }
+        if let Some(first) = self.failures.first() {
+            let all_conflicts = self.failures.iter().all(|f| f.reason == reasons::CONFLICT);
+            let reason = if all_conflicts && self.secrets_ready == 0 {
+                reasons::CONFLICT
+            } else {
+                reasons::PARTIALLY_SYNCED
+            };
+            let message = format!(
+                "Secret {} is current in {} of {} namespaces; {} failed, first: {}: {}",
+                self.secret_name,
+                self.secrets_ready,
+                self.namespaces,
+                self.failures.len(),
+                first.namespace,
+                first.message
+            );
+            return (false, reason, message);
+        }
+        let message = format!(
+            "Secret {} is current in {} namespace(s); {} of {} targeted ServiceAccounts list it",
+            self.secret_name, self.namespaces, self.service_accounts_patched, self.service_accounts
+        );
+        (true, reasons::READY, message)
+    }
+}
+
+/// The status `report` calls for, keeping timestamps that did not change in meaning.
+pub fn build(
+    previous: Option<&CredentialStatus>,
+    generation: Option<i64>,
+    report: &Report,
+    now: Timestamp,
+) -> CredentialStatus {
+    let (ready, reason, message) = report.ready();
+    let status = if ready { "True" } else { "False" };
+    let previous_ready = previous.and_then(|s| s.conditions.iter().find(|c| c.type_ == READY));
+    let last_transition_time = match previous_ready {
+        Some(c) if c.status == status => c.last_transition_time.clone(),
+        _ => Time(now),
+    };
+    let mut failures = report.failures.clone();
+    failures.sort_by(|a, b| a.namespace.cmp(&b.namespace));
+    failures.truncate(MAX_FAILURES);
+    CredentialStatus {
+        observed_generation: generation,
+        conditions: vec![Condition {
+            type_: READY.into(),
+            status: status.into(),
+            reason: reason.into(),
+            message,
+            observed_generation: generation,
+            last_transition_time,
+        }],
+        registries: Some(report.registries.join(",")),
+        targets: Some(TargetCounts {
+            namespaces: report.namespaces,
+            secrets_ready: report.secrets_ready,
+            service_accounts: report.service_accounts,
+            service_accounts_patched: report.service_accounts_patched,
+            synced: format!("{}/{}", report.secrets_ready, report.namespaces),
+        }),
+        failures,
+        last_refresh_time: if report.wrote {
+            Some(Time(now))
+        } else {
+            previous.and_then(|s| s.last_refresh_time.clone())
+        },
+        last_refresh_request: report
+            .refresh_request
+            .clone()
+            .or_else(|| previous.and_then(|s| s.last_refresh_request.clone())),
+    }
+}
+
+/// The Event for a change of the `Ready` condition, if it changed.
+pub fn transition(previous: Option<&CredentialStatus>, next: &CredentialStatus) -> Option<Event> {
+    let ready = |s: &CredentialStatus| {
+        s.conditions
+            .iter()
+            .find(|c| c.type_ == READY)
+            .map(|c| (c.status.clone(), c.reason.clone()))
+    };
+    let now = next.conditions.iter().find(|c| c.type_ == READY)?;
+    if previous.and_then(ready) == ready(next) {
+        return None;
+    }
+    Some(Event {
+        type_: if now.status == "True" {
+            EventType::Normal
+        } else {
+            EventType::Warning
+        },
+        reason: now.reason.clone(),
+        note: Some(now.message.chars().take(1000).collect()),
+        action: "Reconcile".into(),
+        secondary: None,
+    })
+}
+
+/// Writes `next` if it differs from the credential's status, and publishes the Event of a
+/// transition. Returns whether anything was written.
+pub async fn publish<C: Credential>(
+    ctx: &Context,
+    credential: &C,
+    next: CredentialStatus,
+) -> Result<bool, Error> {
+    let previous = credential.status();
+    if previous == Some(&next) {
+        return Ok(false);
+    }
+    let api = C::api(ctx.client.clone(), credential.namespace().as_deref());
+    let patch = serde_json::json!({
+        "apiVersion": C::api_version(&()),
+        "kind": C::kind(&()),
+        "status": next,
+    });
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    api.patch_status(&credential.name_any(), &params, &Patch::Apply(&patch))
+        .await?;
+    if let Some(event) = transition(previous, &next) {
+        let reference = credential.object_ref(&());
+        if let Err(e) = ctx.recorder.publish(&event, &reference).await {
+            tracing::warn!(error = %e, "could not publish an Event");
+        }
+    }
+    Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report() -> Report {
+        Report {
+            secret_name: "pull".into(),
+            registries: vec!["harbor.example.com".into()],
+            namespaces: 2,
+            secrets_ready: 2,
+            service_accounts: 3,
+            service_accounts_patched: 3,
+            ..Default::default()
+        }
+    }
+
+    fn at(s: i64) -> Timestamp {
+        Timestamp::from_second(s).unwrap()
+    }
+
+    #[test]
+    fn ready_when_every_namespace_is_current() {
+        let s = build(None, Some(4), &report(), at(10));
+        let c = &s.conditions[0];
+        assert_eq!(
+            (c.status.as_str(), c.reason.as_str()),
+            ("True", reasons::READY)
+        );
+        assert_eq!(s.targets.as_ref().unwrap().synced, "2/2");
+        assert_eq!(s.observed_generation, Some(4));
+        assert_eq!(s.registries.as_deref(), Some("harbor.example.com"));
+    }
+
+    #[test]
+    fn unchanged_report_builds_an_identical_status() {
+        let first = build(None, Some(1), &report(), at(10));
+        let again = build(Some(&first), Some(1), &report(), at(99));
+        assert_eq!(first, again, "a steady state must not cause a status write");
+        assert!(transition(Some(&first), &again).is_none());
+    }
+
+    #[test]
+    fn blocked_source_is_false_with_its_reason_and_an_event() {
+        let ok = build(None, Some(1), &report(), at(10));
+        let mut r = report();
+        r.blocked = Some((reasons::SOURCE_NOT_LABELLED, "label it".into()));
+        let s = build(Some(&ok), Some(1), &r, at(20));
+        let c = &s.conditions[0];
+        assert_eq!(
+            (c.status.as_str(), c.reason.as_str()),
+            ("False", reasons::SOURCE_NOT_LABELLED)
+        );
+        assert!(c.message.contains("stay as they are"));
+        assert_eq!(c.last_transition_time, Time(at(20)));
+        let event = transition(Some(&ok), &s).unwrap();
+        assert_eq!(
+            (event.type_, event.reason.as_str()),
+            (EventType::Warning, reasons::SOURCE_NOT_LABELLED)
+        );
+    }
+
+    #[test]
+    fn failures_are_bounded_sorted_and_classified() {
+        let mut r = report();
+        r.secrets_ready = 0;
+        r.namespaces = 30;
+        r.failures = (0..30)
+            .rev()
+            .map(|i| TargetFailure {
+                namespace: format!("ns-{i:02}"),
+                reason: reasons::CONFLICT.into(),
+                message: "taken".into(),
+            })
+            .collect();
+        let s = build(None, None, &r, at(1));
+        assert_eq!(s.failures.len(), MAX_FAILURES);
+        assert_eq!(s.failures[0].namespace, "ns-00");
+        assert_eq!(s.conditions[0].reason, reasons::CONFLICT);
+        r.secrets_ready = 1;
+        assert_eq!(
+            build(None, None, &r, at(1)).conditions[0].reason,
+            reasons::PARTIALLY_SYNCED
+        );
+    }
+
+    #[test]
+    fn refresh_time_moves_only_when_something_was_written() {
+        let mut r = report();
+        r.wrote = true;
+        let first = build(None, None, &r, at(10));
+        assert_eq!(first.last_refresh_time, Some(Time(at(10))));
+        let quiet = build(Some(&first), None, &report(), at(50));
+        assert_eq!(quiet.last_refresh_time, Some(Time(at(10))));
+    }
+}

@@ -1,0 +1,168 @@
+//! Maps watch events of every cached kind to the objects whose reconcile they affect.
+//! Deletions count too (a deleted credential must lose its `imagePullSecrets` entries),
+//! which is why this is not left to shared controller streams.
+
+use futures::channel::mpsc::UnboundedSender;
+use k8s_openapi::api::core::v1::{Namespace, Secret, ServiceAccount};
+use kube::ResourceExt;
+use kube::core::PartialObjectMeta;
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher::Event;
+use regcred_api::{ClusterRegistryCredential, RegistryCredential};
+
+use crate::context::{Stores, owner_of};
+use crate::credential::{Credential, CredentialId, Kind};
+
+/// Where reconcile requests go.
+#[derive(Clone)]
+pub struct Triggers {
+    pub stores: Stores,
+    pub credentials: UnboundedSender<ObjectRef<RegistryCredential>>,
+    pub cluster_credentials: UnboundedSender<ObjectRef<ClusterRegistryCredential>>,
+    pub service_accounts: UnboundedSender<ObjectRef<ServiceAccount>>,
+}
+
+/// The object an event is about; a re-list's end is reported as `None`.
+fn touched<K>(event: &Event<K>) -> Option<Option<&K>> {
+    match event {
+        Event::Apply(o) | Event::Delete(o) => Some(Some(o)),
+        // The initial list: every controller reconciles everything anyway.
+        Event::Init | Event::InitApply(_) => None,
+        // A re-list may have hidden deletions: recheck broadly.
+        Event::InitDone => Some(None),
+    }
+}
+
+impl Triggers {
+    fn service_accounts_in(&self, namespace: Option<&str>) {
+        for sa in self.stores.service_accounts.state() {
+            if namespace.is_none() || sa.metadata.namespace.as_deref() == namespace {
+                let _ = self
+                    .service_accounts
+                    .unbounded_send(ObjectRef::from_obj(&*sa));
+            }
+        }
+    }
+
+    fn credentials_in(&self, namespace: &str) {
+        for c in self.stores.credentials.state() {
+            if c.metadata.namespace.as_deref() == Some(namespace) {
+                let _ = self.credentials.unbounded_send(ObjectRef::from_obj(&*c));
+            }
+        }
+    }
+
+    fn all_cluster_credentials(&self) {
+        for c in self.stores.cluster_credentials.state() {
+            let _ = self
+                .cluster_credentials
+                .unbounded_send(ObjectRef::from_obj(&*c));
+        }
+    }
+
+    fn credential(&self, id: &CredentialId) {
+        match (id.kind, &id.namespace) {
+            (Kind::Namespaced, Some(ns)) => {
+                let _ = self
+                    .credentials
+                    .unbounded_send(ObjectRef::new(&id.name).within(ns));
+            }
+            (Kind::Cluster, None) => {
+                let _ = self
+                    .cluster_credentials
+                    .unbounded_send(ObjectRef::new(&id.name));
+            }
+            _ => {}
+        }
+    }
+
+    /// A credential changed or went: its ServiceAccounts need their entries rechecked, and
+    /// competing credentials may now win or lose.
+    pub fn on_credential<C: Credential>(&self, event: &Event<C>) {
+        match touched(event) {
+            Some(Some(c)) => match c.namespace() {
+                Some(ns) => {
+                    self.service_accounts_in(Some(&ns));
+                    self.credentials_in(&ns);
+                }
+                None => {
+                    self.service_accounts_in(None);
+                    self.all_cluster_credentials();
+                }
+            },
+            Some(None) => self.service_accounts_in(None),
+            None => {}
+        }
+    }
+
+    /// A namespace appeared, changed labels or started terminating.
+    pub fn on_namespace(&self, event: &Event<PartialObjectMeta<Namespace>>) {
+        if let Some(Some(ns)) = touched(event) {
+            let name = ns.name_any();
+            self.credentials_in(&name);
+            self.all_cluster_credentials();
+            self.service_accounts_in(Some(&name));
+        }
+    }
+
+    /// A ServiceAccount changed: the counts in status of the credentials covering it.
+    pub fn on_service_account(&self, event: &Event<ServiceAccount>) {
+        if let Some(Some(sa)) = touched(event)
+            && let Some(ns) = sa.namespace()
+        {
+            self.credentials_in(&ns);
+            self.all_cluster_credentials();
+        }
+    }
+
+    /// A managed Secret changed or was deleted: restore it, let a waiting credential take
+    /// the name over, and recheck the ServiceAccounts that list it.
+    pub fn on_managed_secret(&self, event: &Event<Secret>) {
+        match touched(event) {
+            Some(Some(secret)) => {
+                let ns = secret.namespace().unwrap_or_default();
+                if let Some(owner) = owner_of(secret).as_deref().and_then(CredentialId::parse) {
+                    self.credential(&owner);
+                }
+                self.credentials_in(&ns);
+                self.all_cluster_credentials();
+                self.service_accounts_in(Some(&ns));
+            }
+            Some(None) => self.service_accounts_in(None),
+            None => {}
+        }
+    }
+
+    /// A labelled source changed: the credentials that read it.
+    pub fn on_source_secret(&self, event: &Event<Secret>) {
+        let Some(Some(secret)) = touched(event) else {
+            return;
+        };
+        let (ns, name) = (secret.namespace().unwrap_or_default(), secret.name_any());
+        for c in self.stores.credentials.state() {
+            if reads_source(&*c, &ns, &name) {
+                let _ = self.credentials.unbounded_send(ObjectRef::from_obj(&*c));
+            }
+        }
+        for c in self.stores.cluster_credentials.state() {
+            if reads_source(&*c, &ns, &name) {
+                let _ = self
+                    .cluster_credentials
+                    .unbounded_send(ObjectRef::from_obj(&*c));
+            }
+        }
+    }
+}
+
+/// Whether `credential` reads the source Secret `namespace/name`.
+fn reads_source<C: Credential>(credential: &C, namespace: &str, name: &str) -> bool {
+    credential
+        .spec()
+        .registries
+        .iter()
+        .filter_map(|r| r.static_source.as_ref())
+        .any(|s| {
+            s.secret_ref.name == name
+                && credential.source_namespace(&s.secret_ref) == Some(namespace)
+        })
+}
