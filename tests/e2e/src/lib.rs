@@ -1,1 +1,248 @@
-//! End-to-end tests live in tests/.
+//! What regcred's end-to-end tests share: regcred installed on the test bed as a user
+//! would install it (CRDs, the shipped RBAC), the controller running under its own
+//! ServiceAccount token, and builders for the objects tests apply.
+#![forbid(unsafe_code)]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::Api;
+use kube::api::{Patch, PatchParams};
+use regcred_api::{
+    CredentialSpec, DeletionPolicy, Registry, RegistryCredential, RegistryCredentialSpec,
+    SourceSecretRef, StaticSource,
+};
+use regcred_testkit::{ControllerProcess, TestBed, wait_for};
+
+/// The identity the controller runs as, as the audit log names it.
+pub const CONTROLLER_USER: &str = "system:serviceaccount:regcred-system:regcred";
+
+/// The repository root.
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn kubectl(bed: &TestBed, args: &[&str]) -> String {
+    let out = bed.kubectl().args(args).output().expect("kubectl runs");
+    assert!(
+        out.status.success(),
+        "kubectl {} failed: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Installs the CRDs from `crds/` and the RBAC from `config/` (once per test binary).
+pub fn install(bed: &'static TestBed) {
+    static INSTALLED: OnceLock<()> = OnceLock::new();
+    INSTALLED.get_or_init(|| {
+        let root = root();
+        let crds = root.join("crds/regcred.io_crds.yaml");
+        kubectl(
+            bed,
+            &["apply", "--server-side", "-f", crds.to_str().unwrap()],
+        );
+        kubectl(
+            bed,
+            &[
+                "wait",
+                "--for=condition=Established",
+                "crd",
+                "--all",
+                "--timeout=30s",
+            ],
+        );
+        let namespace = root.join("config/manager/namespace.yaml");
+        kubectl(bed, &["apply", "-f", namespace.to_str().unwrap()]);
+        kubectl(
+            bed,
+            &["apply", "-k", root.join("config/rbac").to_str().unwrap()],
+        );
+    });
+}
+
+/// A kubeconfig that authenticates as the controller's ServiceAccount, so the controller
+/// has exactly the shipped RBAC and nothing more.
+pub fn controller_kubeconfig(bed: &'static TestBed) -> &'static Path {
+    static KUBECONFIG: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
+    let (_, path) = KUBECONFIG.get_or_init(|| {
+        install(bed);
+        let token = kubectl(
+            bed,
+            &[
+                "-n",
+                "regcred-system",
+                "create",
+                "token",
+                "regcred",
+                "--duration=2h",
+            ],
+        );
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let path = dir.path().join("regcred.kubeconfig");
+        let kubeconfig = serde_json::json!({
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [{"name": "bed", "cluster": {
+                "server": bed.info.server,
+                "certificate-authority": bed.info.ca_file,
+            }}],
+            "users": [{"name": "regcred", "user": {"token": token.trim()}}],
+            "contexts": [{"name": "regcred", "context": {"cluster": "bed", "user": "regcred"}}],
+            "current-context": "regcred",
+        });
+        std::fs::write(&path, serde_json::to_vec(&kubeconfig).unwrap()).expect("write kubeconfig");
+        (dir, path)
+    });
+    path
+}
+
+/// Starts a controller of its own for a test that stops or restarts it.
+pub fn start_controller(bed: &'static TestBed) -> ControllerProcess {
+    ControllerProcess::start(bed, controller_kubeconfig(bed), &[])
+}
+
+/// One controller shared by the tests of a binary that never stop it.
+pub fn shared_controller(bed: &'static TestBed) -> &'static ControllerProcess {
+    static CONTROLLER: OnceLock<ControllerProcess> = OnceLock::new();
+    CONTROLLER.get_or_init(|| start_controller(bed))
+}
+
+/// A source Secret (labelled as a source unless `labelled` is false).
+pub fn source_secret(name: &str, username: &str, password: &str, labelled: bool) -> Secret {
+    let labels =
+        labelled.then(|| BTreeMap::from([("regcred.io/source".to_owned(), "true".to_owned())]));
+    Secret {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            labels,
+            ..Default::default()
+        },
+        data: Some(BTreeMap::from([
+            (
+                "username".to_owned(),
+                ByteString(username.as_bytes().to_vec()),
+            ),
+            (
+                "password".to_owned(),
+                ByteString(password.as_bytes().to_vec()),
+            ),
+        ])),
+        ..Default::default()
+    }
+}
+
+/// A `RegistryCredential` with one static registry.
+pub fn credential(
+    name: &str,
+    server: &str,
+    source: &str,
+    secret_name: Option<&str>,
+) -> RegistryCredential {
+    RegistryCredential::new(
+        name,
+        RegistryCredentialSpec {
+            credential: CredentialSpec {
+                registries: vec![Registry {
+                    server: Some(server.into()),
+                    static_source: Some(StaticSource {
+                        secret_ref: SourceSecretRef {
+                            name: source.into(),
+                            namespace: None,
+                            username_key: "username".into(),
+                            password_key: "password".into(),
+                        },
+                    }),
+                }],
+                secret_name: secret_name.map(Into::into),
+                service_accounts: None,
+                deletion_policy: DeletionPolicy::Delete,
+            },
+        },
+    )
+}
+
+/// Server-side applies `object` as the test (field manager `e2e`).
+pub async fn apply<K>(api: &Api<K>, object: &K)
+where
+    K: kube::Resource + serde::Serialize + serde::de::DeserializeOwned + Clone + std::fmt::Debug,
+    K::DynamicType: Default,
+{
+    let name = object.meta().name.clone().expect("a name");
+    let mut value = serde_json::to_value(object).unwrap();
+    value["apiVersion"] = K::api_version(&Default::default()).into();
+    value["kind"] = K::kind(&Default::default()).into();
+    api.patch(
+        &name,
+        &PatchParams::apply("e2e").force(),
+        &Patch::Apply(&value),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("apply {name}: {e}"));
+}
+
+/// The `Ready` condition's (status, reason, message), if any.
+pub fn ready(credential: &RegistryCredential) -> Option<(String, String, String)> {
+    let status = credential.status.as_ref()?;
+    let c = status.conditions.iter().find(|c| c.type_ == "Ready")?;
+    Some((c.status.clone(), c.reason.clone(), c.message.clone()))
+}
+
+/// Waits until the credential's `Ready` condition has `reason` for the current generation.
+pub async fn wait_reason(
+    api: &Api<RegistryCredential>,
+    name: &str,
+    reason: &str,
+) -> RegistryCredential {
+    wait_for(
+        Duration::from_secs(20),
+        Duration::from_millis(50),
+        || async {
+            let c = api.get_opt(name).await.ok().flatten()?;
+            let current = c.status.as_ref()?.observed_generation == c.metadata.generation;
+            (current && ready(&c).is_some_and(|(_, r, _)| r == reason)).then_some(c)
+        },
+    )
+    .await
+}
+
+/// The password the `.dockerconfigjson` of `secret` holds for `server`.
+pub fn password_in(secret: &Secret, server: &str) -> Option<String> {
+    let bytes = &secret.data.as_ref()?.get(".dockerconfigjson")?.0;
+    let doc: serde_json::Value = serde_json::from_slice(bytes).ok()?;
+    doc["auths"][server]["password"].as_str().map(str::to_owned)
+}
+
+/// Runs `kubectl` as the admin and returns (success, stdout + stderr).
+pub fn kubectl_output(bed: &TestBed, args: &[&str], stdin: Option<&str>) -> (bool, String) {
+    use std::io::Write;
+    let mut cmd: Command = bed.kubectl();
+    cmd.args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = cmd.spawn().expect("kubectl runs");
+    if let Some(input) = stdin {
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+    }
+    drop(child.stdin.take());
+    let out = child.wait_with_output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
