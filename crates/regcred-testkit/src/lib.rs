@@ -1,1 +1,41 @@
-//! placeholder
+//! regcred's test kit: the shared ground of its end-to-end tests.
+//!
+//! regcred's job is to keep pull credentials right in a real cluster, so its tests run
+//! against a real one: the test bed of `tests/testbed` (etcd, kube-apiserver with RBAC,
+//! admission and an audit log, kube-controller-manager, and a TLS registry with auth). This
+//! crate starts that bed once per test binary ([`TestBed::get`]) and gives tests what they
+//! need around it:
+//!
+//! - clients as the admin or as any ServiceAccount (a real token, so RBAC really applies);
+//! - fresh namespaces labelled with the test run;
+//! - a pull check that chooses credentials with kubelet's own code and really pulls;
+//! - an audit log reader that counts the API requests a user made, so tests can assert how
+//!   much the controller asks of the API server and benchmarks can report it;
+//! - the regcred controller binary as a child process, with its logs;
+//! - polling and watching helpers, and component logs printed when a test fails.
+//!
+//! [`TestBed::get`] is synchronous on purpose: every `#[tokio::test]` has its own runtime,
+//! so nothing bound to a runtime may live in the process-wide bed. Clients are made anew
+//! per call, inside the calling test's runtime.
+//!
+//! It is a dev-only crate (`publish = false`): it panics instead of returning errors,
+//! since a test bed that misbehaves should stop the test with a clear message.
+#![forbid(unsafe_code)]
+
+mod audit;
+mod bed;
+mod clients;
+mod controller;
+mod logs;
+mod namespace;
+mod pull;
+mod random;
+mod wait;
+
+pub use audit::{Audit, AuditEvent, AuditMark, Counts};
+pub use bed::{BedInfo, RegistryInfo, TestBed};
+pub use controller::ControllerProcess;
+pub use logs::FailureDump;
+pub use namespace::{NS_LABEL, RUN_LABEL, TestNamespace};
+pub use pull::dockerconfigjson_secret;
+pub use wait::{wait_for, watch_until};

@@ -1,0 +1,240 @@
+//! The test bed process: built and started once per test binary, down when the binary exits.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+
+use crate::logs::tail;
+use crate::random::lower_alnum;
+
+/// How long `testbed up` may take to print `ready` (it takes a few seconds when warm).
+const READY_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// `DIR/testbed.json`, written by `testbed up`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BedInfo {
+    /// Admin kubeconfig (`regcred-admin` in `system:masters`).
+    pub kubeconfig: PathBuf,
+    /// API server URL, `https://127.0.0.1:PORT`.
+    pub server: String,
+    /// CA of the API server's certificate.
+    pub ca_file: PathBuf,
+    pub kubectl: PathBuf,
+    pub testbed: PathBuf,
+    /// Component logs, `<component>.log`.
+    pub log_dir: PathBuf,
+    pub audit_log: PathBuf,
+    pub service_account_issuer: String,
+    /// Kubernetes version of the binaries, e.g. `v1.37.2`.
+    pub k8s_version: String,
+    pub registry: RegistryInfo,
+    pub pids: BTreeMap<String, u32>,
+}
+
+/// The bed's OCI registry: TLS with htpasswd auth, holding one image.
+#[derive(Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RegistryInfo {
+    /// `127.0.0.1:PORT`.
+    pub host: String,
+    pub username: String,
+    pub password: String,
+    /// `HOST/regcred/hello:1`.
+    pub image: String,
+    /// Directory whose `*.crt` are the registry's CAs (for `testbed pullcheck`).
+    pub ca_dir: PathBuf,
+}
+
+// Hand-written so that the password never reaches a panic message or a log.
+impl fmt::Debug for RegistryInfo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RegistryInfo")
+            .field("host", &self.host)
+            .field("username", &self.username)
+            .field("password", &"<redacted>")
+            .field("image", &self.image)
+            .field("ca_dir", &self.ca_dir)
+            .finish()
+    }
+}
+
+/// The running test bed, shared by every test of the binary.
+pub struct TestBed {
+    /// What `testbed up` reported.
+    pub info: BedInfo,
+    /// Directory with `testbed`, `kubectl`, `kube-apiserver`, etc.
+    pub bin: PathBuf,
+    /// Random id of this test process, the value of the `regcred-test/run` namespace label.
+    pub run_id: String,
+    /// `testbed up`'s stderr (progress and errors).
+    pub(crate) stderr_log: PathBuf,
+    /// Never written and never dropped: the bed tears down when the process exits, for
+    /// whatever reason, because the kernel then closes this pipe (`--lifeline`).
+    _lifeline: ChildStdin,
+    process: Mutex<Child>,
+}
+
+impl TestBed {
+    /// The test bed, started on first use in this process. Panics (in every test that asks)
+    /// if it could not be started.
+    pub fn get() -> &'static TestBed {
+        static BED: OnceLock<Result<TestBed, String>> = OnceLock::new();
+        match BED.get_or_init(start) {
+            Ok(bed) => bed,
+            Err(message) => panic!("{message}"),
+        }
+    }
+
+    /// The registry's address, credentials, image and CA directory.
+    pub fn registry(&self) -> &RegistryInfo {
+        &self.info.registry
+    }
+
+    /// `kubectl` as the admin.
+    pub fn kubectl(&self) -> Command {
+        let mut cmd = Command::new(&self.info.kubectl);
+        cmd.env("KUBECONFIG", &self.info.kubeconfig);
+        cmd
+    }
+
+    /// How `testbed up` ended, if it has: a component that died takes the bed down.
+    pub fn exit_status(&self) -> Option<std::process::ExitStatus> {
+        let mut process = self.process.lock().unwrap_or_else(|e| e.into_inner());
+        process.try_wait().ok().flatten()
+    }
+}
+
+/// The workspace root, from this crate's location (`crates/regcred-testkit`).
+pub(crate) fn workspace_root() -> PathBuf {
+    let manifest_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+    manifest_dir
+        .ancestors()
+        .nth(2)
+        .expect("the test kit lives two levels below the workspace root")
+        .to_path_buf()
+}
+
+fn start() -> Result<TestBed, String> {
+    let begin = Instant::now();
+    let bin = match std::env::var_os("REGCRED_TESTBED_BIN") {
+        Some(bin) => PathBuf::from(bin),
+        None => build()?,
+    };
+    // The bed's DIR must be empty or absent; its stderr goes beside it so that it outlives
+    // a DIR removed at teardown, and the wrapper removes both after a clean teardown (a
+    // failed bed keeps DIR, whose logs its error line names).
+    let parent = tempfile::Builder::new()
+        .prefix("regcred-testbed-")
+        .tempdir()
+        .map_err(|e| format!("test bed: cannot make a temporary directory: {e}"))?
+        .keep();
+    let dir = parent.join("bed");
+    let stderr_log = parent.join("testbed.stderr");
+    let mut child = Command::new("sh")
+        .args([
+            "-c",
+            r#"p=$1; shift; "$@" 2>"$p/testbed.stderr" && rm -rf "$p""#,
+            "sh",
+        ])
+        .arg(&parent)
+        .arg(bin.join("testbed"))
+        .args(["up", "--lifeline", "--dir"])
+        .arg(&dir)
+        .arg("--bin")
+        .arg(&bin)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .map_err(|e| {
+            format!(
+                "test bed: cannot run {}: {e}",
+                bin.join("testbed").display()
+            )
+        })?;
+    let lifeline = child.stdin.take().expect("stdin is piped");
+    let stdout = child.stdout.take().expect("stdout is piped");
+
+    // A thread reads stdout for the whole life of the bed, so that it never writes to a
+    // closed pipe.
+    let (ready_tx, ready_rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(json) = line.strip_prefix("ready ") {
+                let _ = ready_tx.send(PathBuf::from(json));
+            }
+        }
+    });
+    let built = begin.elapsed();
+    let failure = |what: String| {
+        format!(
+            "test bed: {what}; last lines of {}:\n{}",
+            stderr_log.display(),
+            tail(&stderr_log, 20)
+        )
+    };
+    let json = match ready_rx.recv_timeout(READY_TIMEOUT) {
+        Ok(json) => json,
+        Err(RecvTimeoutError::Timeout) => {
+            drop(lifeline); // tears the half-started bed down
+            return Err(failure(format!("not ready within {READY_TIMEOUT:?}")));
+        }
+        Err(RecvTimeoutError::Disconnected) => {
+            let status = child.wait().map(|s| s.to_string()).unwrap_or_default();
+            return Err(failure(format!(
+                "testbed up exited before ready ({status})"
+            )));
+        }
+    };
+    let text = std::fs::read_to_string(&json)
+        .map_err(|e| failure(format!("cannot read {}: {e}", json.display())))?;
+    let info: BedInfo = serde_json::from_str(&text)
+        .map_err(|e| failure(format!("cannot parse {}: {e}", json.display())))?;
+    eprintln!(
+        "test bed: Kubernetes {} at {} ready in {:.1}s (build.sh {:.1}s) in {}",
+        info.k8s_version,
+        info.server,
+        begin.elapsed().as_secs_f64(),
+        built.as_secs_f64(),
+        dir.display()
+    );
+    Ok(TestBed {
+        info,
+        bin,
+        run_id: lower_alnum(8),
+        stderr_log,
+        _lifeline: lifeline,
+        process: Mutex::new(child),
+    })
+}
+
+/// Runs `tests/testbed/build.sh` (fast when its cache is warm) and returns its BIN.
+fn build() -> Result<PathBuf, String> {
+    let script = workspace_root().join("tests/testbed/build.sh");
+    // Its progress goes straight to the terminal: a cold build takes minutes.
+    let output = Command::new("bash")
+        .arg(&script)
+        .stderr(Stdio::inherit())
+        .output()
+        .map_err(|e| format!("test bed: cannot run {}: {e}", script.display()))?;
+    if !output.status.success() {
+        return Err(format!(
+            "test bed: {} failed ({}); its messages are above",
+            script.display(),
+            output.status
+        ));
+    }
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .last()
+        .map(|line| PathBuf::from(line.trim()))
+        .ok_or_else(|| format!("test bed: {} printed no directory", script.display()))
+}
