@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Builds the test bed's binaries (kube-apiserver, kube-controller-manager, kubectl, etcd and
 # the testbed tool) from the pinned Go modules into a cache directory keyed by version, and
-# reuses them when present. Prints the directory holding the binaries on its last line.
+# the AWS emulator's Python venv (pinned PyPI packages, keyed by their list), and reuses them
+# when present. Prints the directory holding the binaries (and the aws-emulator wrapper
+# script) on its last line.
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 cache=${REGCRED_CACHE_DIR:-$HOME/.cache/regcred}
@@ -11,12 +13,23 @@ etcd_version=$(awk '$1 == "go.etcd.io/etcd/server/v3" { print $2; exit }' "$here
 log() { printf 'testbed build: %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 command -v go >/dev/null || die "go is not installed (needed to build the control plane)"
+python=${REGCRED_PYTHON:-python3}
+command -v "$python" >/dev/null || die "$python is not installed (needed for the AWS emulator; Debian package python3)"
 
 # Kubernetes binaries depend only on the pinned versions: key them by those.
 k8s_dir="$cache/k8s-$k8s_version-etcd-$etcd_version"
 # The testbed tool also depends on its own sources.
 tool_key=$(cat "$here/go.mod" "$here/go.sum" $(find "$here/cmd" -name '*.go' | sort) | sha256sum | cut -c1-16)
 tool_dir="$cache/testbed-$tool_key"
+# The AWS emulator's venv depends on the pinned requirements and the Python version; its
+# sources are copied next to it, keyed by their own hash, so that a wrapper in a shared bin
+# directory never runs another checkout's emulator.
+py_version=$("$python" -c 'import sys; print("%d.%d.%d" % sys.version_info[:3])')
+venv_key=$( (cat "$here/aws/requirements.txt"; echo "python $py_version") | sha256sum | cut -c1-16)
+venv_dir="$cache/aws-venv-$venv_key"
+emu_key=$(cd "$here/aws" && find . -name '*.py' -not -path '*/__pycache__/*' | LC_ALL=C sort \
+  | while read -r f; do echo "$f"; cat "$f"; done | sha256sum | cut -c1-16)
+emu_dir="$cache/aws-emulator-$emu_key"
 
 export GOFLAGS="${GOFLAGS:-} -mod=mod -trimpath"
 cd "$here"
@@ -51,12 +64,41 @@ if [ ! -x "$tool_dir/testbed" ]; then
   log "built the testbed tool in $(( $(date +%s) - start ))s"
 fi
 
+# The venv is made in place (scripts in a venv name its path) and marked complete last.
+if [ ! -e "$venv_dir/.complete" ]; then
+  start=$(date +%s)
+  "$python" -c 'import ensurepip, venv' 2>/dev/null \
+    || die "$python cannot create a venv with pip: install the Debian package python3-venv"
+  rm -rf "$venv_dir"
+  log "creating the AWS emulator's venv (moto and friends from PyPI)"
+  "$python" -m venv "$venv_dir"
+  "$venv_dir/bin/python" -m pip install --quiet --disable-pip-version-check --no-input \
+    -r "$here/aws/requirements.txt" || die "pip install -r $here/aws/requirements.txt failed"
+  touch "$venv_dir/.complete"
+  log "created the AWS emulator's venv in $(( $(date +%s) - start ))s"
+fi
+if [ ! -e "$emu_dir/emulator.py" ]; then
+  rm -rf "$emu_dir.tmp" && mkdir -p "$emu_dir.tmp"
+  (cd "$here/aws" && find . -name '*.py' -not -path '*/__pycache__/*' \
+    | while read -r f; do mkdir -p "$emu_dir.tmp/$(dirname "$f")" && cp "$f" "$emu_dir.tmp/$f"; done)
+  # Compiled now, so that the first start does not pay for it.
+  "$venv_dir/bin/python" -m compileall -q "$emu_dir.tmp" >/dev/null
+  rm -rf "$emu_dir" && mv "$emu_dir.tmp" "$emu_dir"
+fi
+
 # One directory with every binary, so callers need a single path.
-bin="$cache/bin-$k8s_version-$tool_key"
+bin_key=$(echo "$tool_key $venv_key $emu_key" | sha256sum | cut -c1-16)
+bin="$cache/bin-$k8s_version-$bin_key"
 if [ ! -d "$bin" ]; then
-  mkdir -p "$bin.tmp"
+  rm -rf "$bin.tmp" && mkdir -p "$bin.tmp"
   for f in kube-apiserver kube-controller-manager kubectl etcd; do ln -sf "$k8s_dir/$f" "$bin.tmp/$f"; done
   ln -sf "$tool_dir/testbed" "$bin.tmp/testbed"
+  {
+    echo '#!/bin/sh'
+    echo '# The regcred test bed'"'"'s AWS emulator (tests/testbed/aws), written by tests/testbed/build.sh.'
+    printf 'exec %q %q "$@"\n' "$venv_dir/bin/python" "$emu_dir/emulator.py"
+  } >"$bin.tmp/aws-emulator"
+  chmod 755 "$bin.tmp/aws-emulator"
   rm -rf "$bin" && mv "$bin.tmp" "$bin"
 fi
 echo "$bin"

@@ -22,6 +22,7 @@ type manifest struct {
 	ServiceAccountIssuer string         `json:"serviceAccountIssuer"`
 	K8sVersion           string         `json:"k8sVersion"`
 	Registry             registryInfo   `json:"registry"`
+	AWS                  awsInfo        `json:"aws"`
 	Pids                 map[string]int `json:"pids"`
 }
 
@@ -42,6 +43,7 @@ func (b *bed) writeManifest() (string, error) {
 		ServiceAccountIssuer: b.server,
 		K8sVersion:           b.k8sVersion,
 		Registry:             b.registry,
+		AWS:                  b.aws,
 		Pids:                 map[string]int{},
 	}
 	for _, p := range b.sup.procs {
@@ -52,7 +54,7 @@ func (b *bed) writeManifest() (string, error) {
 		return "", err
 	}
 	path := b.path("testbed.json")
-	// It holds the registry password: readable by the owner only.
+	// It holds the registry password and the AWS secret key: readable by the owner only.
 	if err := writeFileAtomic(path, append(data, '\n'), 0o600); err != nil {
 		return "", err
 	}

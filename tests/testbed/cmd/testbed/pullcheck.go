@@ -28,6 +28,9 @@ func pullcheckCmd(args []string) error {
 	secretFile := fs.String("secret", "", "file holding a Secret object as JSON (kubectl get secret -o json)")
 	image := fs.String("image", "", "image reference to pull")
 	certDir := fs.String("cert-dir", "", "directory whose *.crt files are the registry's CAs")
+	var maps mapFlag
+	fs.Var(&maps, "map", "HOST=ADDR: pull images named HOST/... from ADDR/... (repeatable); "+
+		"kubelet's matching still uses HOST")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -85,7 +88,7 @@ func pullcheckCmd(args []string) error {
 	var failures []string
 	for i, c := range creds {
 		server := serverFor(entries, repo, c.AuthConfig)
-		out, err := pullWith(ctx, tmp, i, host, c.AuthConfig, *certDir, *image)
+		out, err := pullWith(ctx, tmp, i, host, maps, c.AuthConfig, *certDir, *image)
 		if err == nil {
 			fmt.Printf("pulled %s with the credential for %s\n", *image, server)
 			return nil
@@ -100,19 +103,27 @@ func pullcheckCmd(args []string) error {
 }
 
 // pullWith copies image into a throw-away OCI layout with skopeo, authenticating with cred
-// through a private auth file.
-func pullWith(ctx context.Context, tmp string, attempt int, host string, cred credentialprovider.AuthConfig,
-	certDir, image string) ([]byte, error) {
+// through a private auth file. With a mapping for the image's host, skopeo pulls from the
+// mapped address instead (registries.conf location) and looks the credential up under that
+// address, so the auth file holds it under both names.
+func pullWith(ctx context.Context, tmp string, attempt int, host string, maps mapFlag,
+	cred credentialprovider.AuthConfig, certDir, image string) ([]byte, error) {
 	ctx, cancel := context.WithTimeout(ctx, pullTimeout)
 	defer cancel()
 	home := filepath.Join(tmp, "home")
-	authFile, err := writeAuthFile(home, host, cred.Username, cred.Password)
+	servers := []string{host}
+	for _, m := range maps {
+		if m.host == host {
+			servers = append(servers, m.addr)
+		}
+	}
+	authFile, err := writeAuthFile(home, servers, cred.Username, cred.Password)
 	if err != nil {
 		return nil, err
 	}
 	defer os.Remove(authFile)
 	dest := fmt.Sprintf("oci:%s:x", filepath.Join(tmp, fmt.Sprintf("image-%d", attempt)))
-	return runSkopeo(ctx, home, "copy", "--quiet",
+	return runSkopeo(ctx, home, maps, "copy", "--quiet",
 		"--src-authfile", authFile, "--src-cert-dir", certDir,
 		"docker://"+image, dest)
 }
@@ -158,4 +169,27 @@ func serverFor(entries []secretEntry, repo string, cred credentialprovider.AuthC
 		}
 	}
 	return "an unnamed registry"
+}
+
+// mapFlag collects --map HOST=ADDR flags.
+type mapFlag []registryMapping
+
+func (m *mapFlag) String() string {
+	var parts []string
+	for _, e := range *m {
+		parts = append(parts, e.host+"="+e.addr)
+	}
+	return strings.Join(parts, ",")
+}
+
+func (m *mapFlag) Set(v string) error {
+	host, addr, ok := strings.Cut(v, "=")
+	valid := func(s string) bool {
+		return s != "" && !strings.ContainsAny(s, "\"\\ \t\n/=") && !strings.Contains(s, "://")
+	}
+	if !ok || !valid(host) || !valid(addr) {
+		return fmt.Errorf("want HOST=ADDR (registry hosts with optional ports, no scheme or path), got %q", v)
+	}
+	*m = append(*m, registryMapping{host, addr})
+	return nil
 }

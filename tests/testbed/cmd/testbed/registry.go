@@ -138,12 +138,12 @@ func (b *bed) pushTestImage(ctx context.Context) error {
 	}
 
 	home := filepath.Join(work, "skopeo-home")
-	authFile, err := writeAuthFile(home, b.registry.Host, b.registry.Username, b.registry.Password)
+	authFile, err := writeAuthFile(home, []string{b.registry.Host}, b.registry.Username, b.registry.Password)
 	if err != nil {
 		return err
 	}
 	defer os.Remove(authFile)
-	out, err := runSkopeo(ctx, home, "copy", "--quiet",
+	out, err := runSkopeo(ctx, home, nil, "copy", "--quiet",
 		"--dest-authfile", authFile,
 		"--dest-cert-dir", b.registry.CADir,
 		"oci:"+layout+":hello", "docker://"+b.registry.Image)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -13,14 +14,34 @@ import (
 // credentials, not signatures, and must not depend on the host's /etc/containers.
 const acceptAnything = `{"default":[{"type":"insecureAcceptAnything"}]}`
 
-// runSkopeo runs skopeo with home as its HOME and runtime directory, so that no credentials
-// or policy from the machine's user leak into the result.
-func runSkopeo(ctx context.Context, home string, args ...string) ([]byte, error) {
+// registryMapping sends pulls of images named HOST/... to ADDR/... (pullcheck --map).
+type registryMapping struct{ host, addr string }
+
+// registriesConf renders a containers-registries.conf(5) with one [[registry]] per mapping.
+// Image names keep their host; only the location pulled from changes.
+func registriesConf(mappings []registryMapping) string {
+	var b strings.Builder
+	b.WriteString("# Written by testbed: the host's /etc/containers/registries.conf does not apply.\n")
+	b.WriteString("unqualified-search-registries = []\n")
+	for _, m := range mappings {
+		fmt.Fprintf(&b, "\n[[registry]]\nprefix = %q\nlocation = %q\n", m.host, m.addr)
+	}
+	return b.String()
+}
+
+// runSkopeo runs skopeo with home as its HOME and runtime directory, and with its own
+// policy and registries.conf, so that no credentials, policy or mirrors from the machine
+// leak into the result.
+func runSkopeo(ctx context.Context, home string, mappings []registryMapping, args ...string) ([]byte, error) {
 	if err := os.MkdirAll(home, 0o700); err != nil {
 		return nil, err
 	}
 	policy := filepath.Join(home, "policy.json")
 	if err := os.WriteFile(policy, []byte(acceptAnything), 0o600); err != nil {
+		return nil, err
+	}
+	registries := filepath.Join(home, "registries.conf")
+	if err := os.WriteFile(registries, []byte(registriesConf(mappings)), 0o600); err != nil {
 		return nil, err
 	}
 	env := []string{
@@ -32,18 +53,22 @@ func runSkopeo(ctx context.Context, home string, args ...string) ([]byte, error)
 	if tmp := os.Getenv("TMPDIR"); tmp != "" {
 		env = append(env, "TMPDIR="+tmp)
 	}
-	return runTool(ctx, env, "skopeo", append([]string{"--policy", policy}, args...)...)
+	return runTool(ctx, env, "skopeo",
+		append([]string{"--policy", policy, "--registries-conf", registries}, args...)...)
 }
 
-// writeAuthFile writes a minimal containers auth.json (mode 0600) holding one credential,
-// so that the password never appears on a command line.
-func writeAuthFile(dir, server, username, password string) (string, error) {
+// writeAuthFile writes a minimal containers auth.json (mode 0600) holding one credential
+// for each of servers, so that the password never appears on a command line.
+func writeAuthFile(dir string, servers []string, username, password string) (string, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return "", err
 	}
-	auth := map[string]any{"auths": map[string]any{
-		server: map[string]string{"auth": base64.StdEncoding.EncodeToString([]byte(username + ":" + password))},
-	}}
+	entry := map[string]string{"auth": base64.StdEncoding.EncodeToString([]byte(username + ":" + password))}
+	auths := map[string]any{}
+	for _, s := range servers {
+		auths[s] = entry
+	}
+	auth := map[string]any{"auths": auths}
 	data, err := json.Marshal(auth)
 	if err != nil {
 		return "", err

@@ -14,8 +14,8 @@ import (
 	"time"
 )
 
-// kubeBinaries are the binaries `up` expects in --bin.
-var kubeBinaries = []string{"etcd", "kube-apiserver", "kube-controller-manager", "kubectl"}
+// kubeBinaries are the binaries `up` expects in --bin (aws-emulator is a script).
+var kubeBinaries = []string{"etcd", "kube-apiserver", "kube-controller-manager", "kubectl", awsEmulatorBinary}
 
 // bed is one running test bed: its directory, children and everything tests need to know.
 type bed struct {
@@ -23,13 +23,17 @@ type bed struct {
 	pki              *pki
 	sup              *supervisor
 	admin            *http.Client // authenticates as regcred-admin (system:masters)
-	ports            struct{ etcdClient, etcdPeer, apiserver, controllerManager, registry int }
-	etcdURL          string
-	server           string
-	auditLog         string
-	kubeconfig       string
-	k8sVersion       string
-	registry         registryInfo
+	ports            struct {
+		etcdClient, etcdPeer, apiserver, controllerManager, registry int
+		awsAPI, awsControl, awsFront                                 int
+	}
+	etcdURL    string
+	server     string
+	auditLog   string
+	kubeconfig string
+	k8sVersion string
+	registry   registryInfo
+	aws        awsInfo
 }
 
 func (b *bed) path(elem ...string) string {
@@ -130,8 +134,8 @@ func upCmd(args []string) error {
 	}
 
 	fmt.Printf("ready %s\n", manifest)
-	logf("ready in %.1fs: Kubernetes %s at %s, registry at %s", time.Since(began).Seconds(),
-		b.k8sVersion, b.server, b.registry.Host)
+	logf("ready in %.1fs: Kubernetes %s at %s, registry at %s, AWS at %s", time.Since(began).Seconds(),
+		b.k8sVersion, b.server, b.registry.Host, b.aws.Endpoint)
 	logf("kubeconfig: %s", b.kubeconfig)
 	logf("for a shell: source %s", b.path("env"))
 
@@ -167,12 +171,13 @@ func (b *bed) startAll(ctx context.Context, registryBin string) error {
 	if b.admin, err = tlsClient(b.pki.caCert, b.pki.adminCert, b.pki.adminKey); err != nil {
 		return err
 	}
-	ports, err := freePorts(5)
+	ports, err := freePorts(8)
 	if err != nil {
 		return fmt.Errorf("finding free ports: %w", err)
 	}
 	b.ports.etcdClient, b.ports.etcdPeer, b.ports.apiserver = ports[0], ports[1], ports[2]
 	b.ports.controllerManager, b.ports.registry = ports[3], ports[4]
+	b.ports.awsAPI, b.ports.awsControl, b.ports.awsFront = ports[5], ports[6], ports[7]
 
 	etcd, err := b.launchEtcd()
 	if err != nil {
@@ -187,6 +192,11 @@ func (b *bed) startAll(ctx context.Context, registryBin string) error {
 	}
 	logf("etcd is healthy")
 	apiserver, err := b.launchAPIServer()
+	if err != nil {
+		return err
+	}
+	// Python's and moto's imports take a while: overlap them with the API server's start.
+	aws, err := b.launchAWS()
 	if err != nil {
 		return err
 	}
@@ -211,6 +221,10 @@ func (b *bed) startAll(ctx context.Context, registryBin string) error {
 		return err
 	}
 	logf("kube-controller-manager is ready")
+	if err := b.awaitAWS(ctx, aws); err != nil {
+		return err
+	}
+	logf("AWS emulator is up: API %s, ECR registry front %s", b.aws.Endpoint, b.aws.Front)
 	// A component may have died while the test bed was waiting for another one.
 	for _, p := range b.sup.procs {
 		if p.exited() {
