@@ -15,8 +15,9 @@ mod status;
 pub use cluster::{ClusterRegistryCredential, ClusterRegistryCredentialSpec, NamespaceTargets};
 pub use namespaced::{RegistryCredential, RegistryCredentialSpec};
 pub use spec::{
-    CredentialSpec, DeletionPolicy, Registry, Selector, SelectorOperator, SelectorRequirement,
-    ServiceAccountTargets, SourceSecretRef, StaticSource,
+    AwsKeysRef, CredentialSpec, DeletionPolicy, EcrAuth, EcrSource, Registry, Selector,
+    SelectorOperator, SelectorRequirement, ServiceAccountRef, ServiceAccountTargets,
+    SourceSecretRef, StaticSource,
 };
 pub use status::{CredentialStatus, MAX_FAILURES, TargetCounts, TargetFailure, condition_reasons};
 

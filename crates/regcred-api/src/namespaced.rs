@@ -20,6 +20,8 @@ use crate::{CredentialSpec, CredentialStatus, rules};
     printcolumn = r#"{"name":"Reason","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#,
     printcolumn = r#"{"name":"Registries","type":"string","jsonPath":".status.registries"}"#,
     printcolumn = r#"{"name":"Synced","type":"string","description":"Namespaces with a current Secret / namespaces targeted","jsonPath":".status.targets.synced"}"#,
+    printcolumn = r#"{"name":"Expires","type":"date","description":"When the current token expires","jsonPath":".status.expiresAt"}"#,
+    printcolumn = r#"{"name":"Next Refresh","type":"date","jsonPath":".status.nextRefreshTime","priority":1}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
@@ -34,5 +36,10 @@ fn own_namespace_only(schema: &mut Schema) {
         schema,
         "self.registries.all(r, !has(r.static) || !has(r.static.secretRef.namespace))",
         "a RegistryCredential reads Secrets only in its own namespace: remove secretRef.namespace (only a ClusterRegistryCredential names one)",
+    );
+    rules::add_rule(
+        schema,
+        "self.registries.all(r, !has(r.ecr) || !has(r.ecr.auth) || ((!has(r.ecr.auth.secretRef) || !has(r.ecr.auth.secretRef.namespace)) && (!has(r.ecr.auth.serviceAccountRef) || !has(r.ecr.auth.serviceAccountRef.namespace))))",
+        "a RegistryCredential uses Secrets and ServiceAccounts of its own namespace only: remove ecr.auth.*.namespace",
     );
 }

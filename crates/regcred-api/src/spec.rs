@@ -32,6 +32,25 @@ pub struct CredentialSpec {
     /// credential is deleted.
     #[serde(default)]
     pub deletion_policy: DeletionPolicy,
+
+    /// How long before a minted token expires it is renewed, e.g. `4h` or `90m`. Default:
+    /// a third of the token's lifetime (ECR: 4h of 12h).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 2, max = 16), transform = duration)]
+    pub renew_before: Option<String>,
+}
+
+fn duration(schema: &mut Schema) {
+    rules::matches(
+        schema,
+        r"^([0-9]+h)?([0-9]+m)?([0-9]+s)?$",
+        "renewBefore must be a duration such as 4h, 90m or 1h30m",
+    );
+    rules::add_rule(
+        schema,
+        "!self.matches('^([0-9]+h)?([0-9]+m)?([0-9]+s)?$') || (duration(self) >= duration('1m') && duration(self) <= duration('168h'))",
+        "renewBefore must be between 1m and 168h",
+    );
 }
 
 impl CredentialSpec {
@@ -71,13 +90,23 @@ pub struct Registry {
     /// A user name and password read from a Secret labelled `regcred.io/source=true`.
     #[serde(default, rename = "static", skip_serializing_if = "Option::is_none")]
     pub static_source: Option<StaticSource>,
+
+    /// An AWS ECR authorization token, minted by the controller and renewed before it
+    /// expires.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ecr: Option<EcrSource>,
 }
 
 fn registry_rules(schema: &mut Schema) {
     rules::add_rule(
         schema,
-        "has(self.static)",
-        "each registry needs exactly one provider; supported: static",
+        "(has(self.static) ? 1 : 0) + (has(self.ecr) ? 1 : 0) == 1",
+        "each registry needs exactly one provider: static or ecr",
+    );
+    rules::add_rule(
+        schema,
+        "!has(self.ecr) || !has(self.server)",
+        "an ecr registry takes its hosts from ecr.registryIds (or the token's proxyEndpoint): remove server",
     );
     rules::add_rule(
         schema,
@@ -91,6 +120,181 @@ fn server(schema: &mut Schema) {
         schema,
         rules::SERVER,
         "server must be host[:port][/path] in lowercase without a scheme, e.g. harbor.example.com or registry.example.com:5000/team",
+    );
+}
+
+/// AWS ECR: one `GetAuthorizationToken` call per refresh, whatever the number of target
+/// namespaces; the token is written under each listed account's registry host.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EcrSource {
+    /// AWS region of the registries, e.g. `eu-west-1` or `cn-north-1`.
+    #[schemars(length(min = 1, max = 32), transform = region)]
+    pub region: String,
+
+    /// AWS account IDs whose registry hosts (`<id>.dkr.ecr.<region>.<domain>`) get the
+    /// token. Empty: the host of the token's `proxyEndpoint` (the caller's own account).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16), transform = account_ids)]
+    pub registry_ids: Vec<String>,
+
+    /// How AWS credentials are obtained. Absent: the controller's own AWS credential
+    /// chain, which only a `ClusterRegistryCredential` may use unless the controller runs
+    /// with `--allow-controller-aws-identity`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<EcrAuth>,
+
+    /// An `https://` URL for the ECR API instead of the public one (a VPC endpoint).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 9, max = 253), transform = https_url)]
+    pub endpoint: Option<String>,
+}
+
+fn region(schema: &mut Schema) {
+    rules::matches(
+        schema,
+        r"^[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-[0-9]+$",
+        "region must be an AWS region such as eu-west-1, us-gov-west-1 or cn-north-1",
+    );
+}
+
+fn account_ids(schema: &mut Schema) {
+    rules::bound_items(schema, 12);
+    rules::all_match(
+        schema,
+        r"^[0-9]{12}$",
+        "registryIds must be 12-digit AWS account IDs",
+    );
+}
+
+fn https_url(schema: &mut Schema) {
+    rules::matches(
+        schema,
+        r"^https://[a-z0-9.-]+(:[0-9]{1,5})?(/.*)?$",
+        "endpoint must be an https:// URL",
+    );
+}
+
+/// Where AWS credentials come from. Set at most one of `secretRef` and
+/// `serviceAccountRef`; `roleArn` may be added to either, or stand alone on top of the
+/// controller's own identity.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(transform = one_way_to_authenticate)]
+pub struct EcrAuth {
+    /// Access keys in a Secret labelled `regcred.io/source=true`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_ref: Option<AwsKeysRef>,
+
+    /// A ServiceAccount whose token the controller requests and exchanges with STS
+    /// `AssumeRoleWithWebIdentity` (IRSA-style, no keys anywhere). The role comes from
+    /// `roleArn` or from the ServiceAccount's `eks.amazonaws.com/role-arn` annotation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_account_ref: Option<ServiceAccountRef>,
+
+    /// A role to assume: with `serviceAccountRef` the web-identity role; otherwise a role
+    /// assumed on top of the other credentials (cross-account).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 20, max = 2048), transform = role_arn)]
+    pub role_arn: Option<String>,
+}
+
+fn one_way_to_authenticate(schema: &mut Schema) {
+    rules::add_rule(
+        schema,
+        "!(has(self.secretRef) && has(self.serviceAccountRef))",
+        "ecr.auth: set either secretRef or serviceAccountRef, not both",
+    );
+}
+
+fn role_arn(schema: &mut Schema) {
+    rules::matches(
+        schema,
+        r"^arn:aws(-cn|-us-gov|-iso|-iso-b)?:iam::[0-9]{12}:role/[A-Za-z0-9+=,.@_/-]+$",
+        "roleArn must be an IAM role ARN such as arn:aws:iam::123456789012:role/ecr-pull",
+    );
+}
+
+/// A Secret holding AWS access keys, and the keys to read.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AwsKeysRef {
+    /// Name of the Secret. It must carry the label `regcred.io/source=true`.
+    #[schemars(length(min = 1, max = 253), transform = source_name)]
+    pub name: String,
+
+    /// Namespace of the Secret: required on a `ClusterRegistryCredential`, refused on a
+    /// `RegistryCredential`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 63), transform = source_namespace)]
+    pub namespace: Option<String>,
+
+    /// Key holding the access key ID.
+    #[serde(default = "default_access_key_id_key")]
+    #[schemars(length(min = 1, max = 253), transform = secret_key)]
+    pub access_key_id_key: String,
+
+    /// Key holding the secret access key.
+    #[serde(default = "default_secret_access_key_key")]
+    #[schemars(length(min = 1, max = 253), transform = secret_key)]
+    pub secret_access_key_key: String,
+
+    /// Key holding a session token, read if present.
+    #[serde(default = "default_session_token_key")]
+    #[schemars(length(min = 1, max = 253), transform = secret_key)]
+    pub session_token_key: String,
+}
+
+fn default_access_key_id_key() -> String {
+    "AWS_ACCESS_KEY_ID".into()
+}
+
+fn default_secret_access_key_key() -> String {
+    "AWS_SECRET_ACCESS_KEY".into()
+}
+
+fn default_session_token_key() -> String {
+    "AWS_SESSION_TOKEN".into()
+}
+
+/// A ServiceAccount whose tokens stand for an AWS role.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(transform = audience_rules)]
+pub struct ServiceAccountRef {
+    /// Name of the ServiceAccount.
+    #[schemars(length(min = 1, max = 253), transform = service_account_name)]
+    pub name: String,
+
+    /// Namespace of the ServiceAccount: required on a `ClusterRegistryCredential`, refused
+    /// on a `RegistryCredential`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 63), transform = source_namespace)]
+    pub namespace: Option<String>,
+
+    /// The token's audience, as the IAM OIDC provider expects it.
+    #[serde(default = "default_audience")]
+    #[schemars(length(min = 1, max = 253))]
+    pub audience: String,
+}
+
+fn default_audience() -> String {
+    "sts.amazonaws.com".into()
+}
+
+fn service_account_name(schema: &mut Schema) {
+    rules::matches(
+        schema,
+        rules::DNS_SUBDOMAIN,
+        "serviceAccountRef.name must be a valid ServiceAccount name",
+    );
+}
+
+fn audience_rules(schema: &mut Schema) {
+    rules::add_rule(
+        schema,
+        "!self.audience.startsWith('https://kubernetes.default') && self.audience != 'kubernetes' && self.audience != 'api'",
+        "serviceAccountRef.audience must not be the Kubernetes API server's own audience: a token for STS must not also open the cluster",
     );
 }
 

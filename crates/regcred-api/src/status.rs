@@ -33,9 +33,25 @@ pub struct CredentialStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_refresh_time: Option<Time>,
 
+    /// When the token in the Secrets expires (minted credentials only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<Time>,
+
+    /// When the controller will mint a new token (or retry after a failure).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_refresh_time: Option<Time>,
+
+    /// Refresh attempts that failed in a row; 0 after a success.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub refresh_failures: i32,
+
     /// The last value of the `regcred.io/refresh` annotation that was acted on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_refresh_request: Option<String>,
+}
+
+fn is_zero(n: &i32) -> bool {
+    *n == 0
 }
 
 /// The most failures listed in status; the rest are only counted.
@@ -88,4 +104,19 @@ pub mod condition_reasons {
     pub const NO_TARGETS: &str = "NoTargets";
     /// The API server refused or failed a request.
     pub const API_ERROR: &str = "ApiError";
+    /// AWS refused the credentials or the operation.
+    pub const AWS_ACCESS_DENIED: &str = "AwsAccessDenied";
+    /// AWS throttled the requests.
+    pub const AWS_THROTTLED: &str = "AwsThrottled";
+    /// The AWS endpoint could not be reached or was unavailable.
+    pub const AWS_UNREACHABLE: &str = "AwsUnreachable";
+    /// STS refused the ServiceAccount token, or the credentials expired.
+    pub const AWS_INVALID_IDENTITY: &str = "AwsInvalidIdentity";
+    /// Another AWS error.
+    pub const AWS_ERROR: &str = "AwsError";
+    /// The ECR registry's configuration cannot be used (for example the controller's own
+    /// AWS identity for a namespaced credential).
+    pub const AWS_NOT_ALLOWED: &str = "AwsIdentityNotAllowed";
+    /// The current token has expired and no new one could be minted.
+    pub const EXPIRED: &str = "Expired";
 }

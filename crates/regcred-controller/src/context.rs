@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{Namespace, Secret, ServiceAccount};
 use kube::Client;
@@ -229,14 +229,115 @@ impl Backoff {
     }
 }
 
+/// When each credential's status was last written, to space out writes.
+#[derive(Default)]
+pub struct StatusWrites {
+    last: Mutex<HashMap<String, Instant>>,
+}
+
+impl StatusWrites {
+    /// How long to wait before writing `key`'s status again, if `interval` has not passed.
+    pub fn too_soon(&self, key: &str, interval: Duration) -> Option<Duration> {
+        let last = self.last.lock().expect("status writes lock");
+        let elapsed = last.get(key)?.elapsed();
+        (elapsed < interval).then(|| interval - elapsed)
+    }
+
+    pub fn record(&self, key: &str) {
+        self.last
+            .lock()
+            .expect("status writes lock")
+            .insert(key.to_owned(), Instant::now());
+    }
+}
+
+/// Versions of objects the caches still hold although regcred has already replaced them.
+///
+/// After a write, the watch delivers the new version a moment later; a reconcile in
+/// between would see the old one and write again (a needless request, a conflict, or for
+/// a just-created Secret a false "exists but is not regcred's"). Each write records the
+/// version it replaced (`None` for a create); while the cache still shows exactly that,
+/// the reconcile waits for the watch event instead of acting. Entries expire, so a lost
+/// event cannot block anything for long.
+#[derive(Default)]
+pub struct CacheLag {
+    replaced: Mutex<HashMap<String, (Option<String>, Instant)>>,
+}
+
+impl CacheLag {
+    const EXPIRY: Duration = Duration::from_secs(10);
+
+    /// Records that regcred replaced `version` of `key` (`None`: it created `key`).
+    pub fn wrote(&self, key: &str, replaced: Option<String>) {
+        let mut map = self.replaced.lock().expect("cache lag lock");
+        map.insert(key.to_owned(), (replaced, Instant::now()));
+    }
+
+    /// Whether the cache's `version` of `key` is one regcred has already replaced.
+    pub fn is_stale(&self, key: &str, version: Option<&str>) -> bool {
+        let mut map = self.replaced.lock().expect("cache lag lock");
+        match map.get(key) {
+            Some((replaced, at))
+                if at.elapsed() < Self::EXPIRY && replaced.as_deref() == version =>
+            {
+                true
+            }
+            Some(_) => {
+                // The cache moved on (or the entry expired): forget it.
+                map.remove(key);
+                false
+            }
+            None => false,
+        }
+    }
+
+    /// The watch delivered a newer version of `key`: the cache has caught up.
+    pub fn seen(&self, key: &str) {
+        self.replaced.lock().expect("cache lag lock").remove(key);
+    }
+}
+
+/// Secrets found to exist without being regcred's: regcred does not watch them (it caches
+/// only its own), so instead of asking again on every reconcile it asks again after
+/// [`UnmanagedSecrets::RETRY`] (or on a refresh request).
+#[derive(Default)]
+pub struct UnmanagedSecrets {
+    refused: Mutex<HashMap<(String, String), Instant>>,
+}
+
+impl UnmanagedSecrets {
+    pub const RETRY: Duration = Duration::from_secs(300);
+
+    /// Whether creating `namespace/name` was refused within [`Self::RETRY`].
+    pub fn known(&self, namespace: &str, name: &str) -> bool {
+        let refused = self.refused.lock().expect("unmanaged lock");
+        refused
+            .get(&(namespace.to_owned(), name.to_owned()))
+            .is_some_and(|at| at.elapsed() < Self::RETRY)
+    }
+
+    pub fn record(&self, namespace: &str, name: &str) {
+        let mut refused = self.refused.lock().expect("unmanaged lock");
+        refused.insert((namespace.to_owned(), name.to_owned()), Instant::now());
+    }
+}
+
 /// What every reconcile gets.
 pub struct Context {
     pub client: Client,
     pub stores: Stores,
     pub recorder: Recorder,
     pub backoff: Backoff,
+    pub status_writes: StatusWrites,
+    pub unmanaged: UnmanagedSecrets,
+    pub cache_lag: Arc<CacheLag>,
     /// How many namespaces one credential writes to at once.
     pub namespace_concurrency: usize,
+    /// Mints ECR tokens with the controller's AWS configuration.
+    pub ecr: regcred_providers::Ecr,
+    pub tokens: crate::minting::TokenCache,
+    /// Whether a `RegistryCredential` may use the controller's own AWS identity.
+    pub allow_controller_aws_identity: bool,
 }
 
 #[cfg(test)]
@@ -251,6 +352,44 @@ mod tests {
         assert!(!*ready.borrow());
         gate.listed("b");
         assert!(*ready.borrow());
+    }
+
+    #[test]
+    fn status_writes_are_spaced() {
+        let writes = StatusWrites::default();
+        assert_eq!(writes.too_soon("a", Duration::from_secs(1)), None);
+        writes.record("a");
+        let wait = writes
+            .too_soon("a", Duration::from_secs(1))
+            .expect("too soon");
+        assert!(wait <= Duration::from_secs(1) && wait > Duration::from_millis(500));
+        assert_eq!(writes.too_soon("a", Duration::ZERO), None);
+        assert_eq!(writes.too_soon("b", Duration::from_secs(1)), None);
+    }
+
+    #[test]
+    fn cache_lag_recognises_only_the_replaced_version() {
+        let lag = CacheLag::default();
+        assert!(!lag.is_stale("ns/a", None));
+        lag.wrote("ns/a", None);
+        assert!(lag.is_stale("ns/a", None), "created, not in the cache yet");
+        assert!(!lag.is_stale("ns/a", Some("5")), "the cache caught up");
+        lag.wrote("ns/a", Some("5".into()));
+        assert!(lag.is_stale("ns/a", Some("5")));
+        assert!(
+            !lag.is_stale("ns/a", Some("6")),
+            "a newer version, ours or someone else's"
+        );
+        assert!(
+            !lag.is_stale("ns/a", Some("5")),
+            "forgotten once the cache moved on"
+        );
+        lag.wrote("ns/b", None);
+        lag.seen("ns/b");
+        assert!(
+            !lag.is_stale("ns/b", None),
+            "the watch delivered it, then it was deleted"
+        );
     }
 
     #[test]

@@ -4,7 +4,8 @@
 //! - [`credential`] gives both kinds one face;
 //! - [`targets`] decides, purely, which namespaces and ServiceAccounts a credential covers
 //!   and which credential wins a contested Secret;
-//! - [`sources`] and [`dockerconfig`] turn providers' output into Secret content;
+//! - [`sources`] (static) and [`minting`] with [`schedule`] (ECR) gather credentials,
+//!   [`dockerconfig`] turns them into Secret content;
 //! - [`secrets`] writes the pull Secrets, [`service_accounts`] keeps `imagePullSecrets`;
 //! - [`status`] reports; [`run`] wires watches, caches and the two reconcilers.
 #![forbid(unsafe_code)]
@@ -13,9 +14,11 @@ pub mod context;
 pub mod credential;
 pub mod dockerconfig;
 pub mod error;
+pub mod minting;
 pub mod pull_secrets;
 pub mod reconcile;
 pub mod run;
+pub mod schedule;
 pub mod secrets;
 pub mod selector;
 pub mod service_accounts;

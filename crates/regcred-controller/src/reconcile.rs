@@ -2,6 +2,7 @@
 //! every target namespace with bounded concurrency, remove Secrets it no longer wants,
 //! report.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,11 +16,14 @@ use regcred_api::names::REFRESH_ANNOTATION;
 use tracing::{info, instrument, warn};
 
 use crate::context::{Context, owner_of};
-use crate::credential::{Credential, CredentialId};
+use crate::credential::Credential;
 use crate::error::Error;
+use crate::minting::{self, Tokens};
 use crate::secrets::{self, Outcome};
-use crate::status::{self, Report};
-use crate::{dockerconfig, sources, targets};
+use crate::sources::SourceError;
+use crate::status::{self, Published, Report};
+use crate::{dockerconfig, schedule, sources, targets};
+use regcred_providers::RegistryAuth;
 
 /// A safety net only: every change that matters arrives through a watch.
 const RESYNC: Duration = Duration::from_secs(3600);
@@ -44,26 +48,100 @@ pub async fn reconcile<C: Credential>(
     let namespaces = ctx.stores.target_namespaces(&*credential);
     let mut report = Report {
         secret_name: secret_name.clone(),
-        registries: credential
-            .spec()
-            .registries
-            .iter()
-            .filter_map(|r| r.server.clone())
-            .collect(),
+        registries: registries_summary(credential.spec()),
         namespaces: namespaces.len() as i32,
         refresh_request: refresh,
         ..Default::default()
     };
-
-    match sources::resolve(&ctx, &*credential).await? {
+    let now = Timestamp::now();
+    let gathered = gather(&ctx, &*credential, force, now).await?;
+    let mut requeue = RESYNC;
+    match gathered.entries {
         Err(problem) => {
-            warn!(reason = problem.reason(), "sources unusable: {problem}");
+            warn!(
+                reason = problem.reason(),
+                "credentials unavailable: {problem}"
+            );
             report.secrets_ready = count_current(&ctx, &*credential, &namespaces);
-            report.blocked = Some((problem.reason(), problem.to_string()));
+            let mut message = problem.to_string();
+            let mut reason = problem.reason();
+            if let Some(current) = &gathered.current {
+                if current.expires_at <= now {
+                    reason = reasons::EXPIRED;
+                    message = format!(
+                        "the token in the Secrets EXPIRED at {}; minting a new one failed: {message}",
+                        current.expires_at
+                    );
+                } else {
+                    message = format!(
+                        "{message}; the token in the Secrets stays valid until {}",
+                        current.expires_at
+                    );
+                }
+                report.expires_at = Some(current.expires_at);
+            }
+            report.blocked = Some((reason, message));
+            if gathered.minting_failed {
+                // Retry with backoff; status shows when and how often it failed.
+                let wait = ctx.backoff.next(&id.to_string());
+                report.refresh_failures = credential.status().map_or(0, |s| s.refresh_failures) + 1;
+                report.next_refresh =
+                    Some(now + jiff::SignedDuration::try_from(wait).unwrap_or_default());
+                requeue = wait;
+            }
         }
         Ok(entries) => {
+            let mut annotations = BTreeMap::new();
+            if let Some(tokens) = &gathered.tokens {
+                annotations.insert(
+                    minting::ISSUED_AT_ANNOTATION.to_owned(),
+                    tokens.issued_at.to_string(),
+                );
+                annotations.insert(
+                    minting::EXPIRES_AT_ANNOTATION.to_owned(),
+                    tokens.expires_at.to_string(),
+                );
+                annotations.insert(minting::INPUTS_ANNOTATION.to_owned(), tokens.inputs.clone());
+                let renew_before = credential
+                    .spec()
+                    .renew_before
+                    .as_deref()
+                    .and_then(schedule::parse_duration);
+                let uid = credential.meta().uid.clone().unwrap_or_default();
+                let plan = schedule::next_refresh(
+                    tokens.issued_at,
+                    tokens.expires_at,
+                    renew_before,
+                    now,
+                    &uid,
+                );
+                report.expires_at = Some(tokens.expires_at);
+                report.next_refresh = Some(plan.next);
+                report.note = plan.warning;
+                if gathered.freshly_minted {
+                    report.minted_at = Some(tokens.issued_at);
+                }
+                requeue = plan
+                    .next
+                    .duration_since(now)
+                    .try_into()
+                    .unwrap_or(schedule::MIN_INTERVAL)
+                    .min(RESYNC);
+            }
             let config = dockerconfig::encode(&entries);
-            write_all(&ctx, &*credential, &namespaces, &config, force, &mut report).await?;
+            write_all(
+                &ctx,
+                &*credential,
+                &namespaces,
+                &Payload {
+                    config: &config,
+                    annotations: &annotations,
+                    force,
+                },
+                &mut report,
+            )
+            .await?;
+            ctx.backoff.reset(&id.to_string());
         }
     }
 
@@ -90,11 +168,104 @@ pub async fn reconcile<C: Credential>(
         credential.status(),
         credential.meta().generation,
         &report,
-        Timestamp::now(),
+        now,
     );
-    status::publish(&ctx, &*credential, next).await?;
-    ctx.backoff.reset(&id.to_string());
-    Ok(Action::requeue(RESYNC))
+    let published = status::publish(&ctx, &*credential, next).await?;
+    Ok(match published {
+        Published::Deferred(wait) => Action::requeue(wait.min(requeue)),
+        Published::Unchanged | Published::Written => Action::requeue(requeue),
+    })
+}
+
+/// What a reconcile has to write, or why it cannot.
+struct Gathered {
+    /// Every registry entry (static and minted), or the first problem.
+    entries: Result<Vec<RegistryAuth>, SourceError>,
+    /// The minted tokens in use, fresh or current.
+    tokens: Option<Tokens>,
+    freshly_minted: bool,
+    /// The tokens already in the Secrets when a mint failed.
+    current: Option<Tokens>,
+    minting_failed: bool,
+}
+
+/// Reads static sources and, for ECR registries, reuses the current token until its
+/// planned refresh (recovering it from the written Secrets after a restart) or mints.
+async fn gather<C: Credential>(
+    ctx: &Context,
+    credential: &C,
+    force: bool,
+    now: Timestamp,
+) -> Result<Gathered, Error> {
+    let mut gathered = Gathered {
+        entries: Ok(vec![]),
+        tokens: None,
+        freshly_minted: false,
+        current: None,
+        minting_failed: false,
+    };
+    let mut entries = match sources::resolve(ctx, credential).await? {
+        Ok(entries) => entries,
+        Err(problem) => {
+            gathered.entries = Err(problem);
+            return Ok(gathered);
+        }
+    };
+    if minting::has_minted(credential) {
+        let uid = credential.meta().uid.clone().unwrap_or_default();
+        let inputs = minting::inputs(ctx, credential);
+        let current = ctx
+            .tokens
+            .get(&uid, &inputs)
+            .or_else(|| minting::recover(ctx, credential, &inputs));
+        let renew_before = credential
+            .spec()
+            .renew_before
+            .as_deref()
+            .and_then(schedule::parse_duration);
+        let due = force
+            || current.as_ref().is_none_or(|t| {
+                now >= schedule::next_refresh(t.issued_at, t.expires_at, renew_before, now, &uid)
+                    .next
+            });
+        let tokens = if due {
+            info!("minting a new token");
+            match minting::mint(ctx, credential, &inputs).await? {
+                Ok(tokens) => {
+                    ctx.tokens.put(&uid, tokens.clone());
+                    gathered.freshly_minted = true;
+                    tokens
+                }
+                Err(problem) => {
+                    gathered.minting_failed = matches!(problem, SourceError::Aws { .. });
+                    gathered.current = current;
+                    gathered.entries = Err(problem);
+                    return Ok(gathered);
+                }
+            }
+        } else {
+            let tokens = current.expect("not due means there is a current token");
+            ctx.tokens.put(&uid, tokens.clone());
+            tokens
+        };
+        entries.extend(tokens.entries.iter().cloned());
+        gathered.tokens = Some(tokens);
+    }
+    gathered.entries = Ok(entries);
+    Ok(gathered)
+}
+
+/// The registries for `kubectl get`: static servers, and ECR as `<accounts> (ECR <region>)`.
+fn registries_summary(spec: &regcred_api::CredentialSpec) -> Vec<String> {
+    spec.registries
+        .iter()
+        .map(|r| match (&r.server, &r.ecr) {
+            (Some(server), _) => server.clone(),
+            (None, Some(ecr)) if ecr.registry_ids.is_empty() => format!("ECR {}", ecr.region),
+            (None, Some(ecr)) => format!("{} (ECR {})", ecr.registry_ids.join(","), ecr.region),
+            (None, None) => String::new(),
+        })
+        .collect()
 }
 
 /// Writes the Secret into each namespace this credential wins, a bounded number at once,
@@ -103,15 +274,13 @@ async fn write_all<C: Credential>(
     ctx: &Context,
     credential: &C,
     namespaces: &[String],
-    config: &[u8],
-    force: bool,
+    payload: &Payload<'_>,
     report: &mut Report,
 ) -> Result<(), Error> {
-    let id = credential.id();
     let secret_name = credential.secret_name();
     let results: Vec<(String, Result<Outcome, WriteError>)> =
         stream::iter(namespaces.iter().cloned())
-            .map(|ns| write_one(ctx, credential, &id, &secret_name, config, force, ns))
+            .map(|ns| write_one(ctx, credential, payload, ns))
             .buffer_unordered(ctx.namespace_concurrency.max(1))
             .collect()
             .await;
@@ -165,12 +334,11 @@ async fn write_all<C: Credential>(
 async fn write_one<C: Credential>(
     ctx: &Context,
     credential: &C,
-    id: &CredentialId,
-    secret_name: &str,
-    config: &[u8],
-    force: bool,
+    payload: &Payload<'_>,
     namespace: String,
 ) -> (String, Result<Outcome, WriteError>) {
+    let (id, secret_name) = (credential.id(), credential.secret_name());
+    let (id, secret_name, force) = (&id, secret_name.as_str(), payload.force);
     if let Some(winner) = ctx
         .stores
         .winner(&namespace, secret_name)
@@ -178,10 +346,36 @@ async fn write_one<C: Credential>(
     {
         return (namespace, Err(WriteError::Conflict(winner.to_string())));
     }
-    let desired = secrets::desired(credential, &namespace, config);
     let existing = ctx.stores.managed_secret(&namespace, secret_name);
+    let key = format!("{namespace}/{secret_name}");
+    let version = existing
+        .as_ref()
+        .and_then(|s| s.metadata.resource_version.as_deref());
+    if ctx.cache_lag.is_stale(&key, version) {
+        // regcred just wrote it; the watch brings the new version and another reconcile.
+        return (namespace, Ok(Outcome::Unchanged));
+    }
+    if existing.is_none() && !force && ctx.unmanaged.known(&namespace, secret_name) {
+        return (namespace, Ok(Outcome::Unmanaged));
+    }
+    let desired = secrets::desired(credential, &namespace, payload.config, payload.annotations);
     let written = secrets::ensure(ctx, &desired, existing.as_deref(), force).await;
+    match &written {
+        Ok(Outcome::Created | Outcome::Updated) => {
+            ctx.cache_lag.wrote(&key, version.map(str::to_owned))
+        }
+        Ok(Outcome::Unmanaged) => ctx.unmanaged.record(&namespace, secret_name),
+        Ok(Outcome::Unchanged) | Err(_) => {}
+    }
     (namespace, written.map_err(WriteError::Api))
+}
+
+/// What goes into every target namespace's Secret.
+struct Payload<'a> {
+    config: &'a [u8],
+    annotations: &'a BTreeMap<String, String>,
+    /// Write even when the cached Secret matches (a refresh request).
+    force: bool,
 }
 
 /// Why one namespace was not written.

@@ -18,7 +18,9 @@ use regcred_api::names::{FIELD_MANAGER, MANAGED_LABEL, SOURCE_LABEL};
 use regcred_api::{ClusterRegistryCredential, RegistryCredential};
 use tracing::{debug, warn};
 
-use crate::context::{Backoff, Context, ReadyGate, Stores};
+use crate::context::{
+    Backoff, CacheLag, Context, ReadyGate, StatusWrites, Stores, UnmanagedSecrets,
+};
 use crate::error::Error;
 use crate::triggers::Triggers;
 use crate::{reconcile, service_accounts};
@@ -30,6 +32,8 @@ pub struct Config {
     pub namespace_concurrency: usize,
     /// Reported as the Events' reporting instance (the Pod name).
     pub instance: Option<String>,
+    /// Whether a `RegistryCredential` may use the controller's own AWS identity.
+    pub allow_controller_aws_identity: bool,
 }
 
 impl Default for Config {
@@ -37,6 +41,7 @@ impl Default for Config {
         Config {
             namespace_concurrency: 16,
             instance: None,
+            allow_controller_aws_identity: false,
         }
     }
 }
@@ -62,7 +67,9 @@ pub async fn run(client: Client, config: Config) {
     let (credentials_tx, credentials_rx) = mpsc::unbounded();
     let (cluster_tx, cluster_rx) = mpsc::unbounded();
     let (sa_tx, sa_rx) = mpsc::unbounded();
+    let cache_lag = Arc::new(CacheLag::default());
     let triggers = Triggers {
+        cache_lag: cache_lag.clone(),
         stores: stores.clone(),
         credentials: credentials_tx,
         cluster_credentials: cluster_tx,
@@ -77,7 +84,13 @@ pub async fn run(client: Client, config: Config) {
         stores,
         recorder: Recorder::new(client.clone(), reporter),
         backoff: Backoff::default(),
+        status_writes: StatusWrites::default(),
+        unmanaged: UnmanagedSecrets::default(),
+        cache_lag: cache_lag.clone(),
         namespace_concurrency: config.namespace_concurrency,
+        ecr: regcred_providers::Ecr::default(),
+        tokens: Default::default(),
+        allow_controller_aws_identity: config.allow_controller_aws_identity,
     });
 
     let all = watcher::Config::default();

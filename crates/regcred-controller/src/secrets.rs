@@ -29,8 +29,14 @@ pub enum Outcome {
     Unmanaged,
 }
 
-/// The Secret `credential` wants in `namespace` (pure).
-pub fn desired<C: Credential>(credential: &C, namespace: &str, config: &[u8]) -> Secret {
+/// The Secret `credential` wants in `namespace` (pure). `annotations` are added to the
+/// owner annotation (the lifetime of minted tokens).
+pub fn desired<C: Credential>(
+    credential: &C,
+    namespace: &str,
+    config: &[u8],
+    annotations: &BTreeMap<String, String>,
+) -> Secret {
     let labels = BTreeMap::from([
         (MANAGED_LABEL.to_owned(), "true".to_owned()),
         (
@@ -38,7 +44,8 @@ pub fn desired<C: Credential>(credential: &C, namespace: &str, config: &[u8]) ->
             MANAGED_BY.to_owned(),
         ),
     ]);
-    let annotations = BTreeMap::from([(OWNER_ANNOTATION.to_owned(), credential.id().to_string())]);
+    let mut annotations = annotations.clone();
+    annotations.insert(OWNER_ANNOTATION.to_owned(), credential.id().to_string());
     // Orphan: no ownerReference, so garbage collection leaves the Secret when the
     // credential goes. Switching to Orphan drops it through server-side apply.
     let owner_references = match credential.spec().deletion_policy {
@@ -200,6 +207,7 @@ mod tests {
                     secret_name: Some("pull".into()),
                     service_accounts: None,
                     deletion_policy: policy,
+                    renew_before: None,
                 },
             },
         );
@@ -218,7 +226,12 @@ mod tests {
 
     #[test]
     fn desired_secret_is_typed_labelled_and_owned() {
-        let s = desired(&credential(DeletionPolicy::Delete), "app", b"{}");
+        let s = desired(
+            &credential(DeletionPolicy::Delete),
+            "app",
+            b"{}",
+            &BTreeMap::new(),
+        );
         assert_eq!(s.metadata.name.as_deref(), Some("pull"));
         assert_eq!(s.type_.as_deref(), Some(DOCKER_CONFIG_TYPE));
         let labels = s.metadata.labels.as_ref().unwrap();
@@ -240,7 +253,12 @@ mod tests {
 
     #[test]
     fn orphan_policy_writes_no_owner_reference() {
-        let s = desired(&credential(DeletionPolicy::Orphan), "app", b"{}");
+        let s = desired(
+            &credential(DeletionPolicy::Orphan),
+            "app",
+            b"{}",
+            &BTreeMap::new(),
+        );
         assert!(s.metadata.owner_references.is_none());
     }
 
@@ -250,6 +268,7 @@ mod tests {
             &credential(DeletionPolicy::Delete),
             "app",
             b"{\"auths\":{}}",
+            &BTreeMap::new(),
         );
         let mut have = want.clone();
         have.metadata.resource_version = Some("7".into());
@@ -272,6 +291,7 @@ mod tests {
             &credential(DeletionPolicy::Orphan),
             "app",
             b"{\"auths\":{}}",
+            &BTreeMap::new(),
         );
         assert!(differs(&have, &orphan));
     }

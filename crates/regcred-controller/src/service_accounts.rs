@@ -30,6 +30,14 @@ pub async fn reconcile(sa: Arc<ServiceAccount>, ctx: Arc<Context>) -> Result<Act
         return Ok(Action::await_change());
     }
     let api: Api<ServiceAccount> = Api::namespaced(ctx.client.clone(), &namespace);
+    let key = format!("{namespace}/{}", sa.name_any());
+    if ctx
+        .cache_lag
+        .is_stale(&key, sa.metadata.resource_version.as_deref())
+    {
+        // regcred just patched it; the watch brings the new version and another reconcile.
+        return Ok(Action::await_change());
+    }
     let mut current = sa;
     for _ in 0..CONFLICT_RETRIES {
         let plan = plan_for(&ctx.stores, &current);
@@ -48,7 +56,9 @@ pub async fn reconcile(sa: Arc<ServiceAccount>, ctx: Arc<Context>) -> Result<Act
             .await
         {
             Ok(_) => {
-                info!(entries = ?plan.recorded.keys().collect::<Vec<_>>(), "imagePullSecrets updated");
+                ctx.cache_lag
+                    .wrote(&key, current.metadata.resource_version.clone());
+                info!(recorded = ?plan.recorded, list = ?plan.image_pull_secrets.iter().map(|r| &r.name).collect::<Vec<_>>(), "imagePullSecrets updated");
                 return Ok(Action::await_change());
             }
             Err(kube::Error::Api(status)) if status.code == 409 => {

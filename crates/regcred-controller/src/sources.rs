@@ -31,6 +31,21 @@ pub enum SourceError {
     },
     #[error("registry {server}: no source namespace given")]
     NoNamespace { server: String },
+    #[error(
+        "ServiceAccount {namespace}/{name} names no role: set ecr.auth.roleArn or annotate it with eks.amazonaws.com/role-arn"
+    )]
+    NoRole { namespace: String, name: String },
+    #[error("ServiceAccount {namespace}/{name} does not exist")]
+    NoServiceAccount { namespace: String, name: String },
+    #[error(
+        "a RegistryCredential may not use the controller's own AWS identity: set ecr.auth (secretRef or serviceAccountRef), or start the controller with --allow-controller-aws-identity"
+    )]
+    ControllerIdentityNotAllowed,
+    #[error("AWS: {message}")]
+    Aws {
+        reason: &'static str,
+        message: String,
+    },
 }
 
 impl SourceError {
@@ -39,14 +54,18 @@ impl SourceError {
         match self {
             SourceError::NotFound { .. } => reasons::SOURCE_NOT_FOUND,
             SourceError::NotLabelled { .. } => reasons::SOURCE_NOT_LABELLED,
-            SourceError::Invalid { .. } | SourceError::NoNamespace { .. } => {
-                reasons::SOURCE_INVALID
-            }
+            SourceError::Invalid { .. }
+            | SourceError::NoNamespace { .. }
+            | SourceError::NoRole { .. } => reasons::SOURCE_INVALID,
+            SourceError::NoServiceAccount { .. } => reasons::SOURCE_NOT_FOUND,
+            SourceError::ControllerIdentityNotAllowed => reasons::AWS_NOT_ALLOWED,
+            SourceError::Aws { reason, .. } => reason,
         }
     }
 }
 
-/// Reads the credentials of every registry of `credential`, in spec order.
+/// Reads the static credentials of `credential`, in spec order (minted ones: see
+/// [`crate::minting`]).
 ///
 /// The outer error is a transient API failure; the inner one a configuration fault.
 pub async fn resolve<C: Credential>(
@@ -94,7 +113,9 @@ pub async fn resolve<C: Credential>(
     Ok(Ok(entries))
 }
 
-fn is_source(secret: &Secret) -> bool {
+/// Whether a cached Secret carries the source label (the cache only holds such Secrets;
+/// this guards against a label removed a moment ago).
+pub(crate) fn is_source(secret: &Secret) -> bool {
     secret
         .metadata
         .labels
@@ -106,7 +127,11 @@ fn is_source(secret: &Secret) -> bool {
 
 /// Tells a missing Secret from an unlabelled one with a metadata-only GET: the data of an
 /// unlabelled Secret is never fetched.
-async fn missing_source(ctx: &Context, namespace: &str, name: &str) -> Result<SourceError, Error> {
+pub(crate) async fn missing_source(
+    ctx: &Context,
+    namespace: &str,
+    name: &str,
+) -> Result<SourceError, Error> {
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
     let exists = api.get_metadata_opt(name).await?.is_some();
     let (namespace, name) = (namespace.to_owned(), name.to_owned());

@@ -1,6 +1,8 @@
 //! Builds the status from what a reconcile found (pure), and writes it only when it
 //! changed. Events are published on transitions of the `Ready` condition only.
 
+use std::time::Duration;
+
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::ResourceExt;
@@ -31,6 +33,14 @@ pub struct Report {
     /// Whether any Secret was written.
     pub wrote: bool,
     pub refresh_request: Option<String>,
+    /// When the token in the Secrets expires, and when the next mint is planned.
+    pub expires_at: Option<Timestamp>,
+    pub next_refresh: Option<Timestamp>,
+    /// When the tokens now written were minted, if in this reconcile.
+    pub minted_at: Option<Timestamp>,
+    pub refresh_failures: i32,
+    /// Said in the `Ready` message (for example a renewBefore the token cannot honour).
+    pub note: Option<String>,
 }
 
 impl Report {
@@ -68,10 +78,14 @@ impl Report {
             );
             return (false, reason, message);
         }
-        let message = format!(
+        let mut message = format!(
             "Secret {} is current in {} namespace(s); {} of {} targeted ServiceAccounts list it",
             self.secret_name, self.namespaces, self.service_accounts_patched, self.service_accounts
         );
+        if let Some(note) = &self.note {
+            message.push_str("; ");
+            message.push_str(note);
+        }
         (true, reasons::READY, message)
     }
 }
@@ -112,11 +126,14 @@ pub fn build(
             synced: format!("{}/{}", report.secrets_ready, report.namespaces),
         }),
         failures,
-        last_refresh_time: if report.wrote {
-            Some(Time(now))
-        } else {
-            previous.and_then(|s| s.last_refresh_time.clone())
+        last_refresh_time: match (report.minted_at, report.wrote) {
+            (Some(minted), _) => Some(Time(minted)),
+            (None, true) => Some(Time(now)),
+            (None, false) => previous.and_then(|s| s.last_refresh_time.clone()),
         },
+        expires_at: report.expires_at.map(Time),
+        next_refresh_time: report.next_refresh.map(Time),
+        refresh_failures: report.refresh_failures,
         last_refresh_request: report
             .refresh_request
             .clone()
@@ -149,16 +166,37 @@ pub fn transition(previous: Option<&CredentialStatus>, next: &CredentialStatus) 
     })
 }
 
+/// The least time between two status writes of one credential that change only counts:
+/// a fan-out to hundreds of namespaces must not write status once per namespace.
+pub const MIN_STATUS_INTERVAL: Duration = Duration::from_secs(1);
+
+/// What [`publish`] did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Published {
+    Unchanged,
+    Written,
+    /// Only counts changed and the last write was too recent: retry after this long.
+    Deferred(Duration),
+}
+
 /// Writes `next` if it differs from the credential's status, and publishes the Event of a
-/// transition. Returns whether anything was written.
+/// transition. A change of the `Ready` condition is written at once; a change of counts
+/// alone at most once per [`MIN_STATUS_INTERVAL`].
 pub async fn publish<C: Credential>(
     ctx: &Context,
     credential: &C,
     next: CredentialStatus,
-) -> Result<bool, Error> {
+) -> Result<Published, Error> {
     let previous = credential.status();
     if previous == Some(&next) {
-        return Ok(false);
+        return Ok(Published::Unchanged);
+    }
+    let event = transition(previous, &next);
+    let key = credential.id().to_string();
+    if event.is_none()
+        && let Some(wait) = ctx.status_writes.too_soon(&key, MIN_STATUS_INTERVAL)
+    {
+        return Ok(Published::Deferred(wait));
     }
     let api = C::api(ctx.client.clone(), credential.namespace().as_deref());
     let patch = serde_json::json!({
@@ -169,13 +207,14 @@ pub async fn publish<C: Credential>(
     let params = PatchParams::apply(FIELD_MANAGER).force();
     api.patch_status(&credential.name_any(), &params, &Patch::Apply(&patch))
         .await?;
-    if let Some(event) = transition(previous, &next) {
+    ctx.status_writes.record(&key);
+    if let Some(event) = event {
         let reference = credential.object_ref(&());
         if let Err(e) = ctx.recorder.publish(&event, &reference).await {
             tracing::warn!(error = %e, "could not publish an Event");
         }
     }
-    Ok(true)
+    Ok(Published::Written)
 }
 
 #[cfg(test)]

@@ -54,6 +54,7 @@ mod tests {
             secret_name: None,
             service_accounts: targets,
             deletion_policy: DeletionPolicy::Delete,
+            renew_before: None,
         }
     }
 

@@ -10,13 +10,17 @@ use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher::Event;
 use regcred_api::{ClusterRegistryCredential, RegistryCredential};
 
-use crate::context::{Stores, owner_of};
+use std::sync::Arc;
+
+use crate::context::{CacheLag, Stores, owner_of};
 use crate::credential::{Credential, CredentialId, Kind};
 
 /// Where reconcile requests go.
 #[derive(Clone)]
 pub struct Triggers {
     pub stores: Stores,
+    /// Told when the watch delivers a version newer than regcred's own last write.
+    pub cache_lag: Arc<CacheLag>,
     pub credentials: UnboundedSender<ObjectRef<RegistryCredential>>,
     pub cluster_credentials: UnboundedSender<ObjectRef<ClusterRegistryCredential>>,
     pub service_accounts: UnboundedSender<ObjectRef<ServiceAccount>>,
@@ -110,6 +114,7 @@ impl Triggers {
         if let Some(Some(sa)) = touched(event)
             && let Some(ns) = sa.namespace()
         {
+            self.cache_lag.seen(&format!("{ns}/{}", sa.name_any()));
             self.credentials_in(&ns);
             self.all_cluster_credentials();
         }
@@ -121,6 +126,7 @@ impl Triggers {
         match touched(event) {
             Some(Some(secret)) => {
                 let ns = secret.namespace().unwrap_or_default();
+                self.cache_lag.seen(&format!("{ns}/{}", secret.name_any()));
                 if let Some(owner) = owner_of(secret).as_deref().and_then(CredentialId::parse) {
                     self.credential(&owner);
                 }

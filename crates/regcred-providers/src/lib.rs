@@ -6,7 +6,9 @@
 #![forbid(unsafe_code)]
 
 mod auth;
+pub mod ecr;
 mod static_source;
 
 pub use auth::{Minted, RegistryAuth};
+pub use ecr::{AwsIdentity, Ecr, EcrError, EcrRequest};
 pub use static_source::{StaticError, StaticInput, from_static_secret};

@@ -57,11 +57,19 @@ mod tests {
     use super::*;
 
     fn data(pairs: &[(&str, &[u8])]) -> BTreeMap<String, Vec<u8>> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_vec())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_vec()))
+            .collect()
     }
 
     fn input<'a>(data: &'a BTreeMap<String, Vec<u8>>) -> StaticInput<'a> {
-        StaticInput { server: "harbor.example.com", data, username_key: "username", password_key: "password" }
+        StaticInput {
+            server: "harbor.example.com",
+            data,
+            username_key: "username",
+            password_key: "password",
+        }
     }
 
     #[test]
@@ -76,17 +84,29 @@ mod tests {
     #[test]
     fn missing_or_empty_keys_are_named() {
         let d = data(&[("username", b"robot"), ("password", b"")]);
-        assert_eq!(from_static_secret(&input(&d)).unwrap_err(), StaticError::MissingKey("password".into()));
+        assert_eq!(
+            from_static_secret(&input(&d)).unwrap_err(),
+            StaticError::MissingKey("password".into())
+        );
         let d = data(&[("password", b"x")]);
-        assert_eq!(from_static_secret(&input(&d)).unwrap_err(), StaticError::MissingKey("username".into()));
+        assert_eq!(
+            from_static_secret(&input(&d)).unwrap_err(),
+            StaticError::MissingKey("username".into())
+        );
     }
 
     #[test]
     fn refuses_colon_in_username_and_binary() {
         let d = data(&[("username", b"a:b"), ("password", b"x")]);
-        assert_eq!(from_static_secret(&input(&d)).unwrap_err(), StaticError::ColonInUsername("username".into()));
+        assert_eq!(
+            from_static_secret(&input(&d)).unwrap_err(),
+            StaticError::ColonInUsername("username".into())
+        );
         let d = data(&[("username", b"a"), ("password", &[0xff, 0xfe])]);
-        assert_eq!(from_static_secret(&input(&d)).unwrap_err(), StaticError::NotUtf8("password".into()));
+        assert_eq!(
+            from_static_secret(&input(&d)).unwrap_err(),
+            StaticError::NotUtf8("password".into())
+        );
     }
 
     #[test]

@@ -36,7 +36,44 @@ pub struct BedInfo {
     /// Kubernetes version of the binaries, e.g. `v1.37.2`.
     pub k8s_version: String,
     pub registry: RegistryInfo,
+    /// The strict AWS emulator (ECR, STS) and its registry front.
+    pub aws: AwsInfo,
     pub pids: BTreeMap<String, u32>,
+}
+
+/// The bed's AWS emulator: ECR and STS at `endpoint`, its control API at `control`, and
+/// `front`, the registry that accepts only unexpired ECR tokens it issued.
+#[derive(Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AwsInfo {
+    /// `http://127.0.0.1:PORT`: give it to the SDK as `AWS_ENDPOINT_URL`.
+    pub endpoint: String,
+    pub control: String,
+    /// `127.0.0.1:PORT` of the ECR registry front (TLS, the bed's CA).
+    pub front: String,
+    pub region: String,
+    pub account_id: String,
+    pub access_key_id: String,
+    pub secret_access_key: String,
+    pub identity_arn: String,
+    pub audience: String,
+    /// `<account>.dkr.ecr.<region>.amazonaws.com`: pull with `--map` to `front`.
+    pub ecr_registry: String,
+    pub ecr_image: String,
+}
+
+// Hand-written so that the secret key never reaches a panic message or a log.
+impl fmt::Debug for AwsInfo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AwsInfo")
+            .field("endpoint", &self.endpoint)
+            .field("control", &self.control)
+            .field("front", &self.front)
+            .field("region", &self.region)
+            .field("access_key_id", &self.access_key_id)
+            .field("secret_access_key", &"<redacted>")
+            .finish_non_exhaustive()
+    }
 }
 
 /// The bed's OCI registry: TLS with htpasswd auth, holding one image.

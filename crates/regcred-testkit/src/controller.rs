@@ -50,15 +50,34 @@ impl ControllerProcess {
                 binary.display()
             );
         }
-        ControllerProcess::start_binary(&binary, bed, kubeconfig, extra_args)
+        ControllerProcess::start_binary(&binary, bed, kubeconfig, extra_args, &[])
+    }
+
+    /// Like [`ControllerProcess::start`], with extra environment variables (for example
+    /// the controller's own AWS keys).
+    pub fn start_with_env(
+        bed: &TestBed,
+        kubeconfig: &Path,
+        extra_args: &[&str],
+        env: &[(&str, &str)],
+    ) -> ControllerProcess {
+        let binary = std::env::var_os("REGCRED_BIN")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| workspace_root().join("target/debug/regcred"));
+        ControllerProcess::start_binary(&binary, bed, kubeconfig, extra_args, env)
     }
 
     /// Like [`ControllerProcess::start`], with another binary (`BINARY run EXTRA_ARGS`).
+    ///
+    /// AWS calls go to the bed's emulator (`AWS_ENDPOINT_URL`, `AWS_REGION`), the instance
+    /// metadata service is never asked (it is not on loopback), and no AWS credential of
+    /// the test process leaks in: only those in `env`.
     pub fn start_binary(
         binary: &Path,
         bed: &TestBed,
         kubeconfig: &Path,
         extra_args: &[&str],
+        env: &[(&str, &str)],
     ) -> ControllerProcess {
         let log_dir = tempfile::Builder::new()
             .prefix("regcred-controller-")
@@ -86,6 +105,16 @@ impl ControllerProcess {
             .env("RUST_LOG", rust_log)
             // Plain text, so tests can search the log.
             .env("NO_COLOR", "1")
+            .env_remove("AWS_ACCESS_KEY_ID")
+            .env_remove("AWS_SECRET_ACCESS_KEY")
+            .env_remove("AWS_SESSION_TOKEN")
+            .env_remove("AWS_PROFILE")
+            .env("AWS_ENDPOINT_URL", &bed.info.aws.endpoint)
+            .env("AWS_REGION", &bed.info.aws.region)
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env("AWS_CONFIG_FILE", "/dev/null")
+            .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+            .envs(env.iter().copied())
             .stdin(Stdio::piped())
             .stdout(log.try_clone().expect("the controller log file"))
             .stderr(log)

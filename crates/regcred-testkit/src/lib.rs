@@ -23,6 +23,7 @@
 #![forbid(unsafe_code)]
 
 mod audit;
+mod aws;
 mod bed;
 mod clients;
 mod controller;
@@ -33,7 +34,8 @@ mod random;
 mod wait;
 
 pub use audit::{Audit, AuditEvent, AuditMark, Counts};
-pub use bed::{BedInfo, RegistryInfo, TestBed};
+pub use aws::{AwsCall, AwsControl, IssuedToken};
+pub use bed::{AwsInfo, BedInfo, RegistryInfo, TestBed};
 pub use controller::ControllerProcess;
 pub use logs::FailureDump;
 pub use namespace::{NS_LABEL, RUN_LABEL, TestNamespace};

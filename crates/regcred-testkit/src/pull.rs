@@ -18,6 +18,18 @@ impl TestBed {
     /// `pullcheck: no credential in secret NS/NAME matches image ...` or
     /// `pullcheck: could not pull ...`. Neither holds a password.
     pub async fn pull_check(&self, secret: &Secret, image: &str) -> Result<String, String> {
+        self.pull_check_mapped(secret, image, &[]).await
+    }
+
+    /// Like [`TestBed::pull_check`], but pulls from `ADDR` for an image whose host is `HOST`
+    /// for each `(HOST, ADDR)` of `maps` (kubelet's matching still sees `HOST`): ECR hosts
+    /// are served by the AWS emulator's registry front.
+    pub async fn pull_check_mapped(
+        &self,
+        secret: &Secret,
+        image: &str,
+        maps: &[(&str, &str)],
+    ) -> Result<String, String> {
         // NamedTempFile is created with mode 0600: the Secret holds a password.
         let mut file = tempfile::Builder::new()
             .prefix("regcred-pullcheck-")
@@ -35,6 +47,10 @@ impl TestBed {
             .arg(image)
             .arg("--cert-dir")
             .arg(&self.info.registry.ca_dir)
+            .args(
+                maps.iter()
+                    .flat_map(|(host, addr)| ["--map".to_owned(), format!("{host}={addr}")]),
+            )
             .output()
             .await
             .unwrap_or_else(|e| panic!("cannot run {}: {e}", self.info.testbed.display()));

@@ -34,6 +34,10 @@ struct RunArgs {
     /// This replica's name, reported in Events (set from the Pod name).
     #[arg(long, env = "POD_NAME")]
     instance: Option<String>,
+    /// Let RegistryCredentials (tenants) use the controller's own AWS identity for ECR.
+    /// Off by default: a tenant must not borrow the controller's permissions.
+    #[arg(long, env = "REGCRED_ALLOW_CONTROLLER_AWS_IDENTITY")]
+    allow_controller_aws_identity: bool,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -75,6 +79,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let config = regcred_controller::Config {
         namespace_concurrency: args.namespace_concurrency,
         instance: args.instance,
+        allow_controller_aws_identity: args.allow_controller_aws_identity,
     };
     regcred_controller::run(client, config).await;
     tracing::info!("regcred controller stopped");
