@@ -160,10 +160,12 @@ pub fn credential(
                             password_key: "password".into(),
                         },
                     }),
+                    ecr: None,
                 }],
                 secret_name: secret_name.map(Into::into),
                 service_accounts: None,
                 deletion_policy: DeletionPolicy::Delete,
+                renew_before: None,
             },
         },
     )
@@ -245,4 +247,127 @@ pub fn kubectl_output(bed: &TestBed, args: &[&str], stdin: Option<&str>) -> (boo
         String::from_utf8_lossy(&out.stderr)
     );
     (out.status.success(), text)
+}
+
+/// A `ClusterRegistryCredential` with one static registry whose source lives in
+/// `source_namespace`, targeting namespaces labelled `selector_label=selector_value`.
+pub fn cluster_credential(
+    name: &str,
+    server: &str,
+    source_namespace: &str,
+    secret_name: &str,
+    selector: (&str, &str),
+) -> regcred_api::ClusterRegistryCredential {
+    let mut spec = credential(name, server, "login", Some(secret_name))
+        .spec
+        .credential;
+    if let Some(s) = spec.registries[0].static_source.as_mut() {
+        s.secret_ref.namespace = Some(source_namespace.into());
+    }
+    regcred_api::ClusterRegistryCredential::new(
+        name,
+        regcred_api::ClusterRegistryCredentialSpec {
+            credential: spec,
+            namespaces: Some(regcred_api::NamespaceTargets {
+                names: None,
+                selector: Some(regcred_api::Selector {
+                    match_labels: BTreeMap::from([(selector.0.to_owned(), selector.1.to_owned())]),
+                    match_expressions: vec![],
+                }),
+                exclude: vec![],
+            }),
+        },
+    )
+}
+
+/// The `Ready` condition of a cluster credential.
+pub fn cluster_ready(
+    c: &regcred_api::ClusterRegistryCredential,
+) -> Option<(String, String, String)> {
+    let status = c.status.as_ref()?;
+    let c = status.conditions.iter().find(|c| c.type_ == "Ready")?;
+    Some((c.status.clone(), c.reason.clone(), c.message.clone()))
+}
+
+/// A `RegistryCredential` with one ECR registry.
+pub fn ecr_credential(
+    name: &str,
+    ecr: regcred_api::EcrSource,
+    secret_name: &str,
+) -> RegistryCredential {
+    let mut c = credential(name, "unused", "unused", Some(secret_name));
+    c.spec.credential.registries = vec![Registry {
+        server: None,
+        static_source: None,
+        ecr: Some(ecr),
+    }];
+    c
+}
+
+/// An `EcrSource` in the bed's region with these accounts and auth.
+pub fn ecr_source(
+    bed: &TestBed,
+    registry_ids: &[&str],
+    auth: Option<regcred_api::EcrAuth>,
+) -> regcred_api::EcrSource {
+    regcred_api::EcrSource {
+        region: bed.info.aws.region.clone(),
+        registry_ids: registry_ids.iter().map(|s| s.to_string()).collect(),
+        auth,
+        endpoint: None,
+    }
+}
+
+/// A labelled Secret with AWS access keys under the default key names.
+pub fn aws_keys_secret(name: &str, access_key_id: &str, secret_access_key: &str) -> Secret {
+    Secret {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            labels: Some(BTreeMap::from([(
+                "regcred.io/source".to_owned(),
+                "true".to_owned(),
+            )])),
+            ..Default::default()
+        },
+        data: Some(BTreeMap::from([
+            (
+                "AWS_ACCESS_KEY_ID".to_owned(),
+                ByteString(access_key_id.as_bytes().to_vec()),
+            ),
+            (
+                "AWS_SECRET_ACCESS_KEY".to_owned(),
+                ByteString(secret_access_key.as_bytes().to_vec()),
+            ),
+        ])),
+        ..Default::default()
+    }
+}
+
+/// `auth.secretRef` to a keys Secret in the credential's namespace.
+pub fn keys_auth(secret: &str) -> regcred_api::EcrAuth {
+    regcred_api::EcrAuth {
+        secret_ref: Some(regcred_api::AwsKeysRef {
+            name: secret.into(),
+            namespace: None,
+            access_key_id_key: "AWS_ACCESS_KEY_ID".into(),
+            secret_access_key_key: "AWS_SECRET_ACCESS_KEY".into(),
+            session_token_key: "AWS_SESSION_TOKEN".into(),
+        }),
+        service_account_ref: None,
+        role_arn: None,
+    }
+}
+
+/// Starts a controller whose own AWS identity is the bed's static one.
+pub fn start_controller_with_aws_identity(bed: &'static TestBed) -> ControllerProcess {
+    let aws = &bed.info.aws;
+    ControllerProcess::start_with_env(
+        bed,
+        controller_kubeconfig(bed),
+        &[],
+        &[
+            ("AWS_ACCESS_KEY_ID", aws.access_key_id.as_str()),
+            ("AWS_SECRET_ACCESS_KEY", aws.secret_access_key.as_str()),
+        ],
+    )
 }

@@ -327,7 +327,7 @@ async fn controller_process_runs_a_binary_and_stops_it_with_sigterm() {
     std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
     let kubeconfig = dir.path().join("kubeconfig");
 
-    let mut controller = ControllerProcess::start_binary(&fake, bed, &kubeconfig, &["--flag"]);
+    let mut controller = ControllerProcess::start_binary(&fake, bed, &kubeconfig, &["--flag"], &[]);
     wait_for(
         Duration::from_secs(5),
         Duration::from_millis(20),

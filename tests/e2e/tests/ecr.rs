@@ -1,0 +1,264 @@
+//! ECR through the strict AWS emulator: static keys, per-tenant web identity with a real
+//! TokenRequest, the controller's own identity (cluster kind only), several accounts from
+//! one call, and tokens that really pull through a registry that refuses unknown ones.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
+use kube::Api;
+use kube::api::PostParams;
+use regcred_api::{ClusterRegistryCredential, EcrAuth, RegistryCredential, ServiceAccountRef};
+use regcred_e2e::{
+    apply, aws_keys_secret, cluster_credential, cluster_ready, ecr_credential, ecr_source,
+    keys_auth, ready, start_controller_with_aws_identity, wait_reason,
+};
+use regcred_testkit::{ControllerProcess, TestBed, wait_for};
+use serde_json::json;
+
+const QUICK: Duration = Duration::from_secs(30);
+const POLL: Duration = Duration::from_millis(100);
+
+fn controller(bed: &'static TestBed) -> &'static ControllerProcess {
+    static CONTROLLER: OnceLock<ControllerProcess> = OnceLock::new();
+    CONTROLLER.get_or_init(|| start_controller_with_aws_identity(bed))
+}
+
+/// A distinct static identity per test, so calls can be counted per identity.
+async fn identity(bed: &TestBed, name: &str) -> (String, String) {
+    let key = format!(
+        "AKIA{:0>12}",
+        name.to_uppercase()
+            .chars()
+            .filter(char::is_ascii_alphanumeric)
+            .take(12)
+            .collect::<String>()
+    );
+    let secret = format!("{name}-secret-key-0123456789abcdefghijklmnop");
+    let arn = format!("arn:aws:iam::{}:user/{name}", bed.info.aws.account_id);
+    bed.aws().add_identity(&key, &secret, &arn).await;
+    (key, secret)
+}
+
+async fn token_calls(bed: &TestBed, access_key_id: &str) -> usize {
+    let calls = bed.aws().calls().await;
+    calls
+        .iter()
+        .filter(|c| {
+            c.operation == "GetAuthorizationToken"
+                && c.access_key_id.as_deref() == Some(access_key_id)
+        })
+        .count()
+}
+
+#[tokio::test]
+async fn access_keys_mint_one_token_for_several_accounts_that_really_pulls() {
+    let bed = TestBed::get();
+    let _dump = bed.dump_on_panic();
+    controller(bed);
+    let ns = bed.namespace("ecr-keys").await;
+    let (key, secret) = identity(bed, "keys").await;
+    ns.api::<Secret>()
+        .create(
+            &PostParams::default(),
+            &aws_keys_secret("aws", &key, &secret),
+        )
+        .await
+        .unwrap();
+    let aws = &bed.info.aws;
+    let other_account = "210987654321";
+    let credentials = ns.api::<RegistryCredential>();
+    let ecr = ecr_source(
+        bed,
+        &[&aws.account_id, other_account],
+        Some(keys_auth("aws")),
+    );
+    apply(&credentials, &ecr_credential("ecr", ecr, "ecr-pull")).await;
+    let c = wait_reason(&credentials, "ecr", "Synced").await;
+    let status = c.status.unwrap();
+    assert!(
+        status.expires_at.is_some() && status.next_refresh_time.is_some(),
+        "{status:?}"
+    );
+    assert!(status.next_refresh_time < status.expires_at);
+
+    let pull = ns.api::<Secret>().get("ecr-pull").await.unwrap();
+    let config: serde_json::Value =
+        serde_json::from_slice(&pull.data.as_ref().unwrap()[".dockerconfigjson"].0).unwrap();
+    let hosts: Vec<&String> = config["auths"].as_object().unwrap().keys().collect();
+    assert_eq!(
+        hosts,
+        [
+            &format!("{other_account}.dkr.ecr.{}.amazonaws.com", aws.region),
+            &aws.ecr_registry
+        ]
+    );
+    assert_eq!(config["auths"][&aws.ecr_registry]["username"], "AWS");
+    assert_eq!(
+        token_calls(bed, &key).await,
+        1,
+        "one GetAuthorizationToken for both accounts"
+    );
+    bed.pull_check_mapped(&pull, &aws.ecr_image, &[(&aws.ecr_registry, &aws.front)])
+        .await
+        .expect("the minted token pulls through the registry front");
+    let garbage = regcred_testkit::dockerconfigjson_secret(&aws.ecr_registry, "AWS", "not-a-token");
+    assert!(
+        bed.pull_check_mapped(&garbage, &aws.ecr_image, &[(&aws.ecr_registry, &aws.front)])
+            .await
+            .is_err()
+    );
+    ns.delete().await;
+}
+
+#[tokio::test]
+async fn web_identity_uses_a_real_service_account_token_and_a_bad_one_is_refused() {
+    let bed = TestBed::get();
+    let _dump = bed.dump_on_panic();
+    controller(bed);
+    let ns = bed.namespace("ecr-irsa").await;
+    let aws = &bed.info.aws;
+    let role = format!("arn:aws:iam::{}:role/ecr-pull-{}", aws.account_id, ns.name);
+    let accounts = ns.api::<ServiceAccount>();
+    let sa = serde_json::from_value(json!({
+        "metadata": {"name": "ecr-puller", "annotations": {"eks.amazonaws.com/role-arn": role}}
+    }))
+    .unwrap();
+    accounts.create(&PostParams::default(), &sa).await.unwrap();
+    let subject = format!("system:serviceaccount:{}:ecr-puller", ns.name);
+    bed.aws().trust(&role, &[&subject]).await;
+
+    let auth = |audience: &str| EcrAuth {
+        secret_ref: None,
+        service_account_ref: Some(ServiceAccountRef {
+            name: "ecr-puller".into(),
+            namespace: None,
+            audience: audience.into(),
+        }),
+        role_arn: None,
+    };
+    let credentials = ns.api::<RegistryCredential>();
+    apply(
+        &credentials,
+        &ecr_credential(
+            "irsa",
+            ecr_source(bed, &[&aws.account_id], Some(auth(&aws.audience))),
+            "irsa-pull",
+        ),
+    )
+    .await;
+    wait_reason(&credentials, "irsa", "Synced").await;
+    let pull = ns.api::<Secret>().get("irsa-pull").await.unwrap();
+    bed.pull_check_mapped(&pull, &aws.ecr_image, &[(&aws.ecr_registry, &aws.front)])
+        .await
+        .expect("pulls");
+    let calls = bed.aws().calls().await;
+    let exchange = calls.iter().find(|c| {
+        c.operation == "AssumeRoleWithWebIdentity"
+            && c.identity.as_deref().is_some_and(|i| i.contains(&ns.name))
+    });
+    assert!(
+        exchange.is_some(),
+        "the token was exchanged for the role: {calls:?}"
+    );
+
+    // A token for the wrong audience is refused by STS, and the condition says so.
+    apply(
+        &credentials,
+        &ecr_credential(
+            "bad",
+            ecr_source(bed, &[&aws.account_id], Some(auth("sts.example.com"))),
+            "bad-pull",
+        ),
+    )
+    .await;
+    let c = wait_reason(&credentials, "bad", "AwsInvalidIdentity").await;
+    assert!(
+        ready(&c).unwrap().2.contains("InvalidIdentityToken"),
+        "{:?}",
+        ready(&c)
+    );
+    assert!(
+        ns.api::<Secret>()
+            .get_opt("bad-pull")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    ns.delete().await;
+}
+
+#[tokio::test]
+async fn a_tenant_cannot_borrow_the_controllers_identity_but_the_cluster_kind_can() {
+    let bed = TestBed::get();
+    let _dump = bed.dump_on_panic();
+    controller(bed);
+    let aws = &bed.info.aws;
+    let calls_before = token_calls(bed, &aws.access_key_id).await;
+    let ns = bed.namespace("ecr-tenant").await;
+    let credentials = ns.api::<RegistryCredential>();
+    apply(
+        &credentials,
+        &ecr_credential("mine", ecr_source(bed, &[&aws.account_id], None), "mine"),
+    )
+    .await;
+    let c = wait_reason(&credentials, "mine", "AwsIdentityNotAllowed").await;
+    assert!(
+        ready(&c)
+            .unwrap()
+            .2
+            .contains("--allow-controller-aws-identity")
+    );
+    assert_eq!(
+        token_calls(bed, &aws.access_key_id).await,
+        calls_before,
+        "no AWS call on a tenant's behalf"
+    );
+
+    // The platform team's cluster credential uses the controller's own chain.
+    let client = bed.admin_client().await;
+    let targets = [
+        bed.namespace("ecr-fleet").await,
+        bed.namespace("ecr-fleet").await,
+    ];
+    let label = ("regcred-test/ecr-fleet", bed.run_id.as_str());
+    for t in &targets {
+        let patch = json!({"metadata": {"labels": {label.0: label.1}}});
+        Api::<k8s_openapi::api::core::v1::Namespace>::all(client.clone())
+            .patch(
+                &t.name,
+                &kube::api::PatchParams::default(),
+                &kube::api::Patch::Merge(&patch),
+            )
+            .await
+            .unwrap();
+    }
+    let mut fleet = cluster_credential("ecr-fleet", "unused", "unused", "fleet-ecr", label);
+    fleet.spec.credential.registries = vec![regcred_api::Registry {
+        server: None,
+        static_source: None,
+        ecr: Some(ecr_source(bed, &[&aws.account_id], None)),
+    }];
+    let cluster: Api<ClusterRegistryCredential> = Api::all(client.clone());
+    apply(&cluster, &fleet).await;
+    wait_for(QUICK, POLL, || async {
+        let c = cluster.get("ecr-fleet").await.ok()?;
+        (cluster_ready(&c)?.1 == "Synced" && c.status?.targets?.synced == "2/2").then_some(())
+    })
+    .await;
+    assert_eq!(
+        token_calls(bed, &aws.access_key_id).await,
+        calls_before + 1,
+        "one call for two namespaces"
+    );
+    for t in &targets {
+        let pull = Api::<Secret>::namespaced(client.clone(), &t.name)
+            .get("fleet-ecr")
+            .await
+            .unwrap();
+        bed.pull_check_mapped(&pull, &aws.ecr_image, &[(&aws.ecr_registry, &aws.front)])
+            .await
+            .expect("pulls");
+    }
+    ns.delete().await;
+}
