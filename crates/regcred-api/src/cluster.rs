@@ -20,8 +20,8 @@ use crate::{CredentialSpec, CredentialStatus, rules};
     printcolumn = r#"{"name":"Reason","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#,
     printcolumn = r#"{"name":"Registries","type":"string","jsonPath":".status.registries"}"#,
     printcolumn = r#"{"name":"Synced","type":"string","description":"Namespaces with a current Secret / namespaces targeted","jsonPath":".status.targets.synced"}"#,
-    printcolumn = r#"{"name":"Expires","type":"date","description":"When the current token expires","jsonPath":".status.expiresAt"}"#,
-    printcolumn = r#"{"name":"Next Refresh","type":"date","jsonPath":".status.nextRefreshTime","priority":1}"#,
+    printcolumn = r#"{"name":"Expires","type":"string","description":"When the current token expires","jsonPath":".status.expiresAt"}"#,
+    printcolumn = r#"{"name":"Next Refresh","type":"string","jsonPath":".status.nextRefreshTime","priority":1}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]

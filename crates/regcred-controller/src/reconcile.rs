@@ -108,13 +108,8 @@ pub async fn reconcile<C: Credential>(
                     .as_deref()
                     .and_then(schedule::parse_duration);
                 let uid = credential.meta().uid.clone().unwrap_or_default();
-                let plan = schedule::next_refresh(
-                    tokens.issued_at,
-                    tokens.expires_at,
-                    renew_before,
-                    now,
-                    &uid,
-                );
+                let plan =
+                    schedule::next_refresh(tokens.issued_at, tokens.expires_at, renew_before, &uid);
                 report.expires_at = Some(tokens.expires_at);
                 report.next_refresh = Some(plan.next);
                 report.note = plan.warning;
@@ -225,8 +220,7 @@ async fn gather<C: Credential>(
             .and_then(schedule::parse_duration);
         let due = force
             || current.as_ref().is_none_or(|t| {
-                now >= schedule::next_refresh(t.issued_at, t.expires_at, renew_before, now, &uid)
-                    .next
+                now >= schedule::next_refresh(t.issued_at, t.expires_at, renew_before, &uid).next
             });
         let tokens = if due {
             info!("minting a new token");

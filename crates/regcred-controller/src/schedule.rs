@@ -24,12 +24,12 @@ pub struct Plan {
 }
 
 /// Plans the next refresh of a token issued at `issued_at` that expires at `expires_at`.
-/// `seed` (the credential's UID) makes the jitter stable across restarts.
+/// `seed` (the credential's UID) makes the jitter stable across restarts. The result
+/// depends on nothing else, so a restarted controller resumes the same schedule.
 pub fn next_refresh(
     issued_at: Timestamp,
     expires_at: Timestamp,
     renew_before: Option<Duration>,
-    now: Timestamp,
     seed: &str,
 ) -> Plan {
     let lifetime = expires_at
@@ -52,7 +52,7 @@ pub fn next_refresh(
     };
     let jitter = window.as_secs_f64() * JITTER_SHARE * fraction(seed);
     let planned = expires_at - window - SignedDuration::from_secs_f64(jitter);
-    let earliest = now + SignedDuration::try_from(MIN_INTERVAL).expect("a small duration");
+    let earliest = issued_at + SignedDuration::try_from(MIN_INTERVAL).expect("a small duration");
     Plan {
         next: planned.max(earliest),
         warning,
@@ -107,7 +107,7 @@ mod tests {
 
     #[test]
     fn ecr_tokens_renew_about_four_hours_ahead() {
-        let plan = next_refresh(at(0), at(12 * 3600), None, at(0), "uid");
+        let plan = next_refresh(at(0), at(12 * 3600), None, "uid");
         let ahead = at(12 * 3600).duration_since(plan.next);
         assert!(ahead >= SignedDuration::from_hours(4), "{ahead:?}");
         assert!(
@@ -119,39 +119,26 @@ mod tests {
 
     #[test]
     fn renew_before_is_honoured_and_jitter_is_stable_per_credential() {
-        let a = next_refresh(
-            at(0),
-            at(43200),
-            Some(Duration::from_secs(3600)),
-            at(0),
-            "a",
-        );
-        assert_eq!(
-            a,
-            next_refresh(
-                at(0),
-                at(43200),
-                Some(Duration::from_secs(3600)),
-                at(0),
-                "a"
-            )
-        );
+        let hour = Some(Duration::from_secs(3600));
+        let a = next_refresh(at(0), at(43200), hour, "a");
+        assert_eq!(a, next_refresh(at(0), at(43200), hour, "a"));
         let ahead = at(43200).duration_since(a.next);
         assert!(ahead >= SignedDuration::from_hours(1) && ahead <= SignedDuration::from_mins(63));
     }
 
     #[test]
     fn short_lived_or_expired_tokens_never_cause_a_hot_loop() {
-        let plan = next_refresh(at(0), at(60), Some(Duration::from_secs(3600)), at(0), "uid");
+        let plan = next_refresh(at(0), at(60), Some(Duration::from_secs(3600)), "uid");
+        let warning = plan.warning.expect("a warning");
         assert!(
-            plan.warning
-                .as_deref()
-                .unwrap()
-                .contains("not shorter than the token's lifetime")
+            warning.contains("not shorter than the token's lifetime"),
+            "{warning}"
         );
         assert!(plan.next > at(0));
-        let expired = next_refresh(at(-100), at(-10), None, at(0), "uid");
-        assert_eq!(expired.next, at(5), "at least MIN_INTERVAL from now");
+        let brief = next_refresh(at(0), at(1), None, "uid");
+        assert_eq!(brief.next, at(5), "at least MIN_INTERVAL after issue");
+        let expired = next_refresh(at(-100), at(-10), None, "uid");
+        assert!(expired.next < at(0), "an expired token is due at once");
     }
 
     #[test]

@@ -102,7 +102,7 @@ pub fn build(
     let previous_ready = previous.and_then(|s| s.conditions.iter().find(|c| c.type_ == READY));
     let last_transition_time = match previous_ready {
         Some(c) if c.status == status => c.last_transition_time.clone(),
-        _ => Time(now),
+        _ => whole_seconds(now),
     };
     let mut failures = report.failures.clone();
     failures.sort_by(|a, b| a.namespace.cmp(&b.namespace));
@@ -127,18 +127,24 @@ pub fn build(
         }),
         failures,
         last_refresh_time: match (report.minted_at, report.wrote) {
-            (Some(minted), _) => Some(Time(minted)),
-            (None, true) => Some(Time(now)),
+            (Some(minted), _) => Some(whole_seconds(minted)),
+            (None, true) => Some(whole_seconds(now)),
             (None, false) => previous.and_then(|s| s.last_refresh_time.clone()),
         },
-        expires_at: report.expires_at.map(Time),
-        next_refresh_time: report.next_refresh.map(Time),
+        expires_at: report.expires_at.map(whole_seconds),
+        next_refresh_time: report.next_refresh.map(whole_seconds),
         refresh_failures: report.refresh_failures,
         last_refresh_request: report
             .refresh_request
             .clone()
             .or_else(|| previous.and_then(|s| s.last_refresh_request.clone())),
     }
+}
+
+/// Kubernetes stores times to the second: a finer one would never compare equal to what
+/// was read back, and every reconcile would write the status again.
+fn whole_seconds(t: Timestamp) -> Time {
+    Time(Timestamp::from_second(t.as_second()).unwrap_or(t))
 }
 
 /// The Event for a change of the `Ready` condition, if it changed.
@@ -300,6 +306,18 @@ mod tests {
             build(None, None, &r, at(1)).conditions[0].reason,
             reasons::PARTIALLY_SYNCED
         );
+    }
+
+    #[test]
+    fn times_are_whole_seconds_as_the_api_server_keeps_them() {
+        let mut r = report();
+        let precise = Timestamp::from_second(100).unwrap() + jiff::SignedDuration::from_millis(750);
+        r.expires_at = Some(precise);
+        r.next_refresh = Some(precise);
+        let s = build(None, None, &r, precise);
+        assert_eq!(s.expires_at, Some(Time(at(100))));
+        assert_eq!(s.next_refresh_time, Some(Time(at(100))));
+        assert_eq!(s.conditions[0].last_transition_time, Time(at(100)));
     }
 
     #[test]
