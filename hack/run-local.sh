@@ -47,7 +47,10 @@ controller_kubeconfig="$state/regcred.kubeconfig"
 cp "$KUBECONFIG" "$controller_kubeconfig"
 KUBECONFIG="$controller_kubeconfig" "$kubectl" config set-credentials regcred --token="$token" >/dev/null
 KUBECONFIG="$controller_kubeconfig" "$kubectl" config set-context --current --user=regcred >/dev/null
-KUBECONFIG="$controller_kubeconfig" "$regcred" run >"$state/regcred.log" 2>&1 &
+# AWS calls go to the bed's emulator, never to AWS or to an instance metadata service.
+aws_endpoint=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["aws"]["endpoint"])' "$info")
+KUBECONFIG="$controller_kubeconfig" AWS_ENDPOINT_URL="$aws_endpoint" AWS_REGION=eu-west-1 \
+  AWS_EC2_METADATA_DISABLED=true "$regcred" run >"$state/regcred.log" 2>&1 &
 pids+=("$!")
 
 log "applying config/samples against the local registry $registry"
