@@ -3,6 +3,14 @@
 
 use clap::{Parser, Subcommand, ValueEnum};
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::filter_fn;
+use tracing_subscriber::prelude::*;
+
+/// At trace level the AWS SDK logs whole HTTP bodies, ECR tokens and STS web identity
+/// tokens among them: those events are dropped whatever `RUST_LOG` asks for.
+fn not_an_sdk_body(metadata: &tracing::Metadata<'_>) -> bool {
+    !(metadata.target().starts_with("aws_smithy") && *metadata.level() == tracing::Level::TRACE)
+}
 
 #[derive(Parser)]
 #[command(
@@ -66,11 +74,17 @@ fn crds_yaml() -> anyhow::Result<String> {
 
 async fn run(args: RunArgs) -> anyhow::Result<()> {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let subscriber = tracing_subscriber::fmt().with_env_filter(filter);
-    match args.log_format {
-        LogFormat::Text => subscriber.init(),
-        LogFormat::Json => subscriber.json().init(),
-    }
+    let format = match args.log_format {
+        LogFormat::Text => tracing_subscriber::fmt::layer().boxed(),
+        LogFormat::Json => tracing_subscriber::fmt::layer().json().boxed(),
+    };
+    tracing_subscriber::registry()
+        .with(
+            format
+                .with_filter(filter)
+                .with_filter(filter_fn(not_an_sdk_body)),
+        )
+        .init();
     let client = kube::Client::try_default().await?;
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),

@@ -11,7 +11,7 @@ use kube::api::PostParams;
 use regcred_api::{ClusterRegistryCredential, EcrAuth, RegistryCredential, ServiceAccountRef};
 use regcred_e2e::{
     apply, aws_keys_secret, cluster_credential, cluster_ready, ecr_credential, ecr_source,
-    keys_auth, ready, start_controller_with_aws_identity, wait_reason,
+    keys_auth, ready, wait_reason,
 };
 use regcred_testkit::{ControllerProcess, TestBed, wait_for};
 use serde_json::json;
@@ -19,9 +19,26 @@ use serde_json::json;
 const QUICK: Duration = Duration::from_secs(30);
 const POLL: Duration = Duration::from_millis(100);
 
+/// The controller, with its own AWS identity, logging at trace level including the AWS
+/// SDK's own crates (so the log check below means something).
 fn controller(bed: &'static TestBed) -> &'static ControllerProcess {
     static CONTROLLER: OnceLock<ControllerProcess> = OnceLock::new();
-    CONTROLLER.get_or_init(|| start_controller_with_aws_identity(bed))
+    CONTROLLER.get_or_init(|| {
+        let aws = &bed.info.aws;
+        ControllerProcess::start_with_env(
+            bed,
+            regcred_e2e::controller_kubeconfig(bed),
+            &[],
+            &[
+                ("AWS_ACCESS_KEY_ID", aws.access_key_id.as_str()),
+                ("AWS_SECRET_ACCESS_KEY", aws.secret_access_key.as_str()),
+                (
+                    "RUST_LOG",
+                    "trace,h2=info,hyper=info,hyper_util=info,rustls=info,tower=info",
+                ),
+            ],
+        )
+    })
 }
 
 /// A distinct static identity per test, so calls can be counted per identity.
@@ -89,8 +106,8 @@ async fn access_keys_mint_one_token_for_several_accounts_that_really_pulls() {
     assert_eq!(
         hosts,
         [
+            &aws.ecr_registry,
             &format!("{other_account}.dkr.ecr.{}.amazonaws.com", aws.region),
-            &aws.ecr_registry
         ]
     );
     assert_eq!(config["auths"][&aws.ecr_registry]["username"], "AWS");
@@ -102,6 +119,32 @@ async fn access_keys_mint_one_token_for_several_accounts_that_really_pulls() {
     bed.pull_check_mapped(&pull, &aws.ecr_image, &[(&aws.ecr_registry, &aws.front)])
         .await
         .expect("the minted token pulls through the registry front");
+    // Neither the token nor the keys appear in the trace-level log (AWS SDK included).
+    let token = config["auths"][&aws.ecr_registry]["password"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let logs = controller(bed).logs();
+    use base64::Engine;
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    for (what, value) in [
+        ("ECR token", token.clone()),
+        ("ECR token in base64", b64(&format!("AWS:{token}"))),
+        ("secret access key", secret.clone()),
+        (
+            "the controller's secret access key",
+            aws.secret_access_key.clone(),
+        ),
+    ] {
+        assert!(
+            !logs.contains(&value),
+            "the controller log contains the {what}"
+        );
+    }
+    assert!(
+        logs.contains("GetAuthorizationToken"),
+        "the AWS SDK did log at trace level"
+    );
     let garbage = regcred_testkit::dockerconfigjson_secret(&aws.ecr_registry, "AWS", "not-a-token");
     assert!(
         bed.pull_check_mapped(&garbage, &aws.ecr_image, &[(&aws.ecr_registry, &aws.front)])
