@@ -109,10 +109,22 @@ pub fn start_controller(bed: &'static TestBed) -> ControllerProcess {
     ControllerProcess::start(bed, controller_kubeconfig(bed), &[])
 }
 
-/// One controller shared by the tests of a binary that never stop it.
+/// Log filter for controllers whose logs are checked for secrets: trace for every crate,
+/// the controller's, kube's and the AWS SDK's, but the transport's frame dumps.
+pub const VERBOSE_LOG: &str = "trace,h2=info,hyper=info,hyper_util=info,rustls=info,tower=info";
+
+/// One controller shared by the tests of a binary that never stop it, logging at the most
+/// verbose level.
 pub fn shared_controller(bed: &'static TestBed) -> &'static ControllerProcess {
     static CONTROLLER: OnceLock<ControllerProcess> = OnceLock::new();
-    CONTROLLER.get_or_init(|| start_controller(bed))
+    CONTROLLER.get_or_init(|| {
+        ControllerProcess::start_with_env(
+            bed,
+            controller_kubeconfig(bed),
+            &[],
+            &[("RUST_LOG", VERBOSE_LOG)],
+        )
+    })
 }
 
 /// A source Secret (labelled as a source unless `labelled` is false).

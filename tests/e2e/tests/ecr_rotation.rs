@@ -30,7 +30,10 @@ fn password(secret: &Secret, host: &str) -> Option<String> {
 }
 
 fn sha256(text: &str) -> String {
-    Sha256::digest(text.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+    Sha256::digest(text.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 #[tokio::test]
@@ -41,7 +44,13 @@ async fn rotation_faults_and_restart() {
     let mut controller = start_controller_with_aws_identity(bed);
     bed.aws().set_token_lifetime(LIFETIME).await;
     let ns = bed.namespace("rotate").await;
-    ns.api::<Secret>().create(&PostParams::default(), &aws_keys_secret("aws", &aws.access_key_id, &aws.secret_access_key)).await.unwrap();
+    ns.api::<Secret>()
+        .create(
+            &PostParams::default(),
+            &aws_keys_secret("aws", &aws.access_key_id, &aws.secret_access_key),
+        )
+        .await
+        .unwrap();
 
     // Every version of the Secret a watcher sees: when, which password, or a deletion.
     type Seen = Vec<(Timestamp, Option<String>)>;
@@ -55,7 +64,10 @@ async fn rotation_faults_and_restart() {
             let mut events = watcher::watcher(api, config).boxed();
             while let Ok(Some(event)) = events.try_next().await {
                 match event {
-                    Event::Apply(s) | Event::InitApply(s) => seen.lock().unwrap().push((Timestamp::now(), password(&s, &host))),
+                    Event::Apply(s) | Event::InitApply(s) => seen
+                        .lock()
+                        .unwrap()
+                        .push((Timestamp::now(), password(&s, &host))),
                     Event::Delete(_) => seen.lock().unwrap().push((Timestamp::now(), None)),
                     _ => {}
                 }
@@ -63,14 +75,26 @@ async fn rotation_faults_and_restart() {
         })
     };
     let credentials = ns.api::<RegistryCredential>();
-    apply(&credentials, &ecr_credential("ecr", ecr_source(bed, &[&aws.account_id], Some(keys_auth("aws"))), "ecr-pull")).await;
+    apply(
+        &credentials,
+        &ecr_credential(
+            "ecr",
+            ecr_source(bed, &[&aws.account_id], Some(keys_auth("aws"))),
+            "ecr-pull",
+        ),
+    )
+    .await;
     wait_reason(&credentials, "ecr", "Synced").await;
 
     // Rotations: after each, the new password pulls.
     let started = Instant::now();
     let mut pulled = std::collections::BTreeSet::new();
     while pulled.len() < ROTATIONS + 1 {
-        assert!(started.elapsed() < Duration::from_secs(LIFETIME * (ROTATIONS as u64 + 4)), "too few rotations: {}", pulled.len());
+        assert!(
+            started.elapsed() < Duration::from_secs(LIFETIME * (ROTATIONS as u64 + 4)),
+            "too few rotations: {}",
+            pulled.len()
+        );
         let secret = ns.api::<Secret>().get("ecr-pull").await.unwrap();
         let current = password(&secret, &aws.ecr_registry).expect("an entry for the account");
         if pulled.insert(sha256(&current)) {
@@ -86,58 +110,125 @@ async fn rotation_faults_and_restart() {
     // The emulator's own record: no version the watcher saw held an expired password.
     let issued = bed.aws().tokens().await;
     let seen = seen.lock().unwrap().clone();
-    assert!(seen.iter().all(|(_, p)| p.is_some()), "the Secret was never missing");
+    assert!(
+        seen.iter().all(|(_, p)| p.is_some()),
+        "the Secret was never missing"
+    );
     let mut distinct = 0;
     let mut last = None;
     for (at, p) in &seen {
         let digest = sha256(p.as_ref().unwrap());
-        let token = issued.iter().find(|t| t.sha256 == digest).expect("every password was issued by the emulator");
+        let token = issued
+            .iter()
+            .find(|t| t.sha256 == digest)
+            .expect("every password was issued by the emulator");
         let expires: Timestamp = token.expires_at.parse().expect("RFC 3339");
-        assert!(*at < expires, "the watcher saw a password {}s after its expiry", at.duration_since(expires).as_secs());
+        assert!(
+            *at < expires,
+            "the watcher saw a password {}s after its expiry",
+            at.duration_since(expires).as_secs()
+        );
         if last.as_ref() != Some(&digest) {
             distinct += 1;
             last = Some(digest);
         }
     }
-    println!("{ROTATIONS} rotations of {LIFETIME}s tokens in {rotation_time:?}; {distinct} passwords in {} watched versions, none expired, never missing", seen.len());
+    println!(
+        "{ROTATIONS} rotations of {LIFETIME}s tokens in {rotation_time:?}; {distinct} passwords in {} watched versions, none expired, never missing",
+        seen.len()
+    );
 
     // Faults: the last good Secret stays, the condition names the fault, retries back off,
     // and recovery needs nobody.
     let pull_before = ns.api::<Secret>().get("ecr-pull").await.unwrap();
-    for (fault, reason) in [("AccessDenied", "AwsAccessDenied"), ("Throttling", "AwsThrottled"), ("Unavailable", "AwsUnreachable")] {
-        bed.aws().inject_fault("GetAuthorizationToken", fault, None).await;
-        let request = json!({"metadata": {"annotations": {"regcred.io/refresh": format!("fault-{fault}")}}});
-        credentials.patch("ecr", &PatchParams::default(), &Patch::Merge(&request)).await.unwrap();
+    for (fault, reason) in [
+        ("AccessDenied", "AwsAccessDenied"),
+        ("Throttling", "AwsThrottled"),
+        ("Unavailable", "AwsUnreachable"),
+    ] {
+        bed.aws()
+            .inject_fault("GetAuthorizationToken", fault, None)
+            .await;
+        let request =
+            json!({"metadata": {"annotations": {"regcred.io/refresh": format!("fault-{fault}")}}});
+        credentials
+            .patch("ecr", &PatchParams::default(), &Patch::Merge(&request))
+            .await
+            .unwrap();
         let c = wait_reason(&credentials, "ecr", reason).await;
         let (status, _, message) = ready(&c).unwrap();
         assert_eq!(status, "False");
-        assert!(message.contains("stays valid until") || message.contains("EXPIRED"), "{message}");
-        let failing = wait_for(Duration::from_secs(30), Duration::from_millis(200), || async {
-            let c = credentials.get("ecr").await.ok()?;
-            (c.status.as_ref()?.refresh_failures >= 2).then_some(c)
-        })
+        assert!(
+            message.contains("stays valid until") || message.contains("EXPIRED"),
+            "{message}"
+        );
+        let failing = wait_for(
+            Duration::from_secs(30),
+            Duration::from_millis(200),
+            || async {
+                let c = credentials.get("ecr").await.ok()?;
+                (c.status.as_ref()?.refresh_failures >= 2).then_some(c)
+            },
+        )
         .await;
         let s = failing.status.unwrap();
-        assert!(s.next_refresh_time.is_some(), "backoff shows when the next attempt is");
+        assert!(
+            s.next_refresh_time.is_some(),
+            "backoff shows when the next attempt is"
+        );
         bed.aws().clear_faults().await;
         wait_reason(&credentials, "ecr", "Synced").await;
     }
-    let events = ns.api::<k8s_openapi::api::events::v1::Event>().list(&Default::default()).await.unwrap();
+    let events = ns
+        .api::<k8s_openapi::api::events::v1::Event>()
+        .list(&Default::default())
+        .await
+        .unwrap();
     for reason in ["AwsAccessDenied", "AwsThrottled", "AwsUnreachable"] {
-        assert!(events.items.iter().any(|e| e.reason.as_deref() == Some(reason)), "an Event for {reason}");
+        assert!(
+            events
+                .items
+                .iter()
+                .any(|e| e.reason.as_deref() == Some(reason)),
+            "an Event for {reason}"
+        );
     }
-    assert_eq!(pull_before.metadata.uid, ns.api::<Secret>().get("ecr-pull").await.unwrap().metadata.uid);
+    assert_eq!(
+        pull_before.metadata.uid,
+        ns.api::<Secret>()
+            .get("ecr-pull")
+            .await
+            .unwrap()
+            .metadata
+            .uid
+    );
 
     // Restart with a fresh 12-hour token in place: no AWS call, no write.
     bed.aws().set_token_lifetime(43200).await;
     let request = json!({"metadata": {"annotations": {"regcred.io/refresh": "long-lived"}}});
-    credentials.patch("ecr", &PatchParams::default(), &Patch::Merge(&request)).await.unwrap();
-    wait_for(Duration::from_secs(30), Duration::from_millis(200), || async {
-        let c = credentials.get("ecr").await.ok()?;
-        let s = c.status.as_ref()?;
-        let long = s.expires_at.as_ref()?.0.duration_since(Timestamp::now()).as_secs() > 3600;
-        (long && s.last_refresh_request.as_deref() == Some("long-lived") && ready(&c)?.1 == "Synced").then_some(())
-    })
+    credentials
+        .patch("ecr", &PatchParams::default(), &Patch::Merge(&request))
+        .await
+        .unwrap();
+    wait_for(
+        Duration::from_secs(30),
+        Duration::from_millis(200),
+        || async {
+            let c = credentials.get("ecr").await.ok()?;
+            let s = c.status.as_ref()?;
+            let long = s
+                .expires_at
+                .as_ref()?
+                .0
+                .duration_since(Timestamp::now())
+                .as_secs()
+                > 3600;
+            (long
+                && s.last_refresh_request.as_deref() == Some("long-lived")
+                && ready(&c)?.1 == "Synced")
+                .then_some(())
+        },
+    )
     .await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     controller.stop();
@@ -145,18 +236,44 @@ async fn rotation_faults_and_restart() {
     let audit = bed.audit();
     let mark = audit.mark();
     let _controller = start_controller_with_aws_identity(bed);
-    audit.settled_count(&mark, |e| e.user == CONTROLLER_USER, Duration::from_secs(3), Duration::from_secs(60)).await;
-    let writes = audit.count(&mark, |e| e.user == CONTROLLER_USER && matches!(e.verb.as_str(), "create" | "update" | "patch" | "delete"));
+    audit
+        .settled_count(
+            &mark,
+            |e| e.user == CONTROLLER_USER,
+            Duration::from_secs(3),
+            Duration::from_secs(60),
+        )
+        .await;
+    let writes = audit.count(&mark, |e| {
+        e.user == CONTROLLER_USER
+            && matches!(e.verb.as_str(), "create" | "update" | "patch" | "delete")
+    });
     let calls_after = bed.aws().calls().await.len();
-    println!("restart with a fresh token: {} AWS calls, {writes} writes", calls_after - calls_before);
-    assert_eq!(calls_after, calls_before, "no AWS call after a restart while the token is fresh");
-    assert_eq!(writes, 0, "no write after a restart:\n{}", audit.summary(&mark, CONTROLLER_USER));
+    println!(
+        "restart with a fresh token: {} AWS calls, {writes} writes",
+        calls_after - calls_before
+    );
+    assert_eq!(
+        calls_after, calls_before,
+        "no AWS call after a restart while the token is fresh"
+    );
+    assert_eq!(
+        writes,
+        0,
+        "no write after a restart:\n{}",
+        audit.summary(&mark, CONTROLLER_USER)
+    );
 
     // No secret in the logs, the Events or the status.
     let secret = ns.api::<Secret>().get("ecr-pull").await.unwrap();
     let token = password(&secret, &aws.ecr_registry).unwrap();
     let c = credentials.get("ecr").await.unwrap();
-    let visible = format!("{}\n{}\n{:?}", controller.logs(), serde_json::to_string(&c.status).unwrap(), events.items);
+    let visible = format!(
+        "{}\n{}\n{:?}",
+        controller.logs(),
+        serde_json::to_string(&c.status).unwrap(),
+        events.items
+    );
     use base64::Engine;
     let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
     for (what, value) in [
@@ -164,7 +281,10 @@ async fn rotation_faults_and_restart() {
         ("token in base64", b64(&format!("AWS:{token}"))),
         ("secret access key", aws.secret_access_key.clone()),
     ] {
-        assert!(!visible.contains(&value), "the {what} appears in logs, status or Events");
+        assert!(
+            !visible.contains(&value),
+            "the {what} appears in logs, status or Events"
+        );
     }
     ns.delete().await;
 }

@@ -157,47 +157,65 @@ fn cases() -> Vec<(&'static str, String, &'static str)> {
         ),
         (
             "ECR account id",
-            namespaced("registries:\n  - ecr: {region: eu-west-1, registryIds: ['12345'], auth: {secretRef: {name: aws}}}"),
+            namespaced(
+                "registries:\n  - ecr: {region: eu-west-1, registryIds: ['12345'], auth: {secretRef: {name: aws}}}",
+            ),
             "registryIds must be 12-digit AWS account IDs",
         ),
         (
             "ECR role ARN",
-            namespaced("registries:\n  - ecr: {region: eu-west-1, auth: {secretRef: {name: aws}, roleArn: 'arn:aws:iam::123:user/me'}}"),
+            namespaced(
+                "registries:\n  - ecr: {region: eu-west-1, auth: {secretRef: {name: aws}, roleArn: 'arn:aws:iam::123:user/me'}}",
+            ),
             "roleArn must be an IAM role ARN",
         ),
         (
             "ECR with a server",
-            namespaced("registries:\n  - server: h.example.com\n    ecr: {region: eu-west-1, auth: {secretRef: {name: aws}}}"),
+            namespaced(
+                "registries:\n  - server: h.example.com\n    ecr: {region: eu-west-1, auth: {secretRef: {name: aws}}}",
+            ),
             "an ecr registry takes its hosts from ecr.registryIds",
         ),
         (
             "static and ECR together",
-            namespaced("registries:\n  - server: h.example.com\n    static: {secretRef: {name: login}}\n    ecr: {region: eu-west-1}"),
+            namespaced(
+                "registries:\n  - server: h.example.com\n    static: {secretRef: {name: login}}\n    ecr: {region: eu-west-1}",
+            ),
             "exactly one provider: static or ecr",
         ),
         (
             "ECR keys and ServiceAccount together",
-            namespaced("registries:\n  - ecr: {region: eu-west-1, auth: {secretRef: {name: aws}, serviceAccountRef: {name: puller}}}"),
+            namespaced(
+                "registries:\n  - ecr: {region: eu-west-1, auth: {secretRef: {name: aws}, serviceAccountRef: {name: puller}}}",
+            ),
             "set either secretRef or serviceAccountRef, not both",
         ),
         (
             "ECR token audience of the API server",
-            namespaced("registries:\n  - ecr: {region: eu-west-1, auth: {serviceAccountRef: {name: puller, audience: 'https://kubernetes.default.svc'}}}"),
+            namespaced(
+                "registries:\n  - ecr: {region: eu-west-1, auth: {serviceAccountRef: {name: puller, audience: 'https://kubernetes.default.svc'}}}",
+            ),
             "must not be the Kubernetes API server's own audience",
         ),
         (
             "ECR plain http endpoint",
-            namespaced("registries:\n  - ecr: {region: eu-west-1, endpoint: 'http://ecr.local', auth: {secretRef: {name: aws}}}"),
+            namespaced(
+                "registries:\n  - ecr: {region: eu-west-1, endpoint: 'http://ecr.local', auth: {secretRef: {name: aws}}}",
+            ),
             "endpoint must be an https:// URL",
         ),
         (
             "namespaced ECR naming another namespace",
-            namespaced("registries:\n  - ecr: {region: eu-west-1, auth: {serviceAccountRef: {name: puller, namespace: other}}}"),
+            namespaced(
+                "registries:\n  - ecr: {region: eu-west-1, auth: {serviceAccountRef: {name: puller, namespace: other}}}",
+            ),
             "uses Secrets and ServiceAccounts of its own namespace only",
         ),
         (
             "renewBefore syntax",
-            namespaced(&format!("renewBefore: 4 hours\n  registries:\n  {OK_REGISTRY}")),
+            namespaced(&format!(
+                "renewBefore: 4 hours\n  registries:\n  {OK_REGISTRY}"
+            )),
             "renewBefore must be a duration",
         ),
         (
