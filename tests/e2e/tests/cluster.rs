@@ -107,7 +107,7 @@ async fn fan_out_to_300_namespaces_is_exact_and_then_silent() {
     const NAMESPACES: usize = 300;
     let bed = TestBed::get();
     let _dump = bed.dump_on_panic();
-    shared_controller(bed);
+    let controller = shared_controller(bed);
     let client = bed.admin_client().await;
     let audit = bed.audit();
     let registry = bed.registry();
@@ -200,6 +200,23 @@ async fn fan_out_to_300_namespaces_is_exact_and_then_silent() {
     assert!(
         status_writes as f64 <= converged.as_secs_f64() + 3.0,
         "status written at most about once a second: {status_writes} in {converged:?}"
+    );
+
+    // Memory of the controller process holding caches of 300+ namespaces, ~1000
+    // ServiceAccounts and 300 managed Secrets (and what the other tests add).
+    let status =
+        std::fs::read_to_string(format!("/proc/{}/status", controller.id())).unwrap_or_default();
+    let memory: Vec<&str> = status
+        .lines()
+        .filter(|l| l.starts_with("VmRSS") || l.starts_with("VmHWM"))
+        .collect();
+    println!(
+        "  controller memory: {}",
+        memory
+            .join(", ")
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
     );
 
     // Steady state: a minute without a single write to these namespaces or the credential.
