@@ -269,7 +269,7 @@ pub struct ServiceAccountRef {
     /// Namespace of the ServiceAccount: required on a `ClusterRegistryCredential`, refused
     /// on a `RegistryCredential`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 63), transform = source_namespace)]
+    #[schemars(length(min = 1, max = 63), transform = service_account_namespace)]
     pub namespace: Option<String>,
 
     /// The token's audience, as the IAM OIDC provider expects it.
@@ -287,6 +287,14 @@ fn service_account_name(schema: &mut Schema) {
         schema,
         rules::DNS_SUBDOMAIN,
         "serviceAccountRef.name must be a valid ServiceAccount name",
+    );
+}
+
+fn service_account_namespace(schema: &mut Schema) {
+    rules::matches(
+        schema,
+        rules::DNS_LABEL,
+        "serviceAccountRef.namespace must be a valid namespace name",
     );
 }
 

@@ -3,7 +3,6 @@
 //! (region, identity) group, whatever the number of target namespaces.
 
 use std::collections::{BTreeMap, HashMap};
-use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::Mutex;
 
 use jiff::Timestamp;
@@ -17,6 +16,7 @@ use regcred_api::{EcrAuth, EcrSource};
 use regcred_providers::{AwsIdentity, EcrError, EcrRequest, RegistryAuth};
 use secrecy::SecretString;
 use serde::Deserialize;
+use sha2::{Digest, Sha256};
 
 use crate::context::{Context, owner_of};
 use crate::credential::{Credential, Kind};
@@ -45,16 +45,47 @@ pub struct Tokens {
     pub inputs: String,
 }
 
-/// The tokens each credential currently uses, by credential UID.
+/// Mints that failed in a row, and when to try again.
+#[derive(Clone, Debug)]
+pub struct Failure {
+    pub retry_at: Timestamp,
+    pub failures: i32,
+    pub problem: SourceError,
+    /// What the failed mints were made from: a change (a fixed spec, a rotated key)
+    /// ends the backoff.
+    pub inputs: String,
+}
+
+/// The tokens each credential currently uses, and its failed mints, by credential UID.
 #[derive(Default)]
 pub struct TokenCache {
     tokens: Mutex<HashMap<String, Tokens>>,
+    failures: Mutex<HashMap<String, Failure>>,
 }
 
 impl TokenCache {
     pub fn get(&self, uid: &str, inputs: &str) -> Option<Tokens> {
         let tokens = self.tokens.lock().expect("token cache lock");
         tokens.get(uid).filter(|t| t.inputs == inputs).cloned()
+    }
+
+    pub fn failure(&self, uid: &str) -> Option<Failure> {
+        self.failures
+            .lock()
+            .expect("token cache lock")
+            .get(uid)
+            .cloned()
+    }
+
+    pub fn fail(&self, uid: &str, failure: Failure) {
+        self.failures
+            .lock()
+            .expect("token cache lock")
+            .insert(uid.to_owned(), failure);
+    }
+
+    pub fn clear_failure(&self, uid: &str) {
+        self.failures.lock().expect("token cache lock").remove(uid);
     }
 
     pub fn put(&self, uid: &str, tokens: Tokens) {
@@ -68,11 +99,15 @@ impl TokenCache {
 /// A digest of everything a mint depends on: the ECR specs, the versions of the key
 /// Secrets and the roles of the ServiceAccounts.
 pub fn inputs<C: Credential>(ctx: &Context, credential: &C) -> String {
-    let mut hasher = DefaultHasher::new();
+    // SHA-256, not std's hasher: the digest is stored on Secrets and must mean the same
+    // to the next controller build.
+    let mut hasher = Sha256::new();
+    let mut feed = |part: &str| {
+        hasher.update(part.as_bytes());
+        hasher.update([0]);
+    };
     for ecr in ecr_sources(credential) {
-        serde_json::to_string(ecr)
-            .unwrap_or_default()
-            .hash(&mut hasher);
+        feed(&serde_json::to_string(ecr).unwrap_or_default());
         let auth = ecr.auth.clone().unwrap_or_default();
         if let Some(keys) = &auth.secret_ref
             && let Some(ns) = namespace_of(credential, keys.namespace.as_deref())
@@ -81,17 +116,20 @@ pub fn inputs<C: Credential>(ctx: &Context, credential: &C) -> String {
                 .stores
                 .source_secrets
                 .get(&ObjectRef::new(&keys.name).within(ns));
-            secret
-                .and_then(|s| s.metadata.resource_version.clone())
-                .hash(&mut hasher);
+            feed(
+                &secret
+                    .and_then(|s| s.metadata.resource_version.clone())
+                    .unwrap_or_default(),
+            );
         }
         if let Some(sa) = &auth.service_account_ref
             && let Some(ns) = namespace_of(credential, sa.namespace.as_deref())
         {
-            role_annotation(ctx, ns, &sa.name).hash(&mut hasher);
+            feed(&role_annotation(ctx, ns, &sa.name).unwrap_or_default());
         }
     }
-    format!("{:016x}", hasher.finish())
+    let digest = hasher.finalize();
+    digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
 }
 
 fn ecr_sources<C: Credential>(credential: &C) -> impl Iterator<Item = &EcrSource> {
@@ -103,7 +141,10 @@ fn ecr_sources<C: Credential>(credential: &C) -> impl Iterator<Item = &EcrSource
 }
 
 /// Where a referenced object lives: a namespaced credential's own namespace, always.
-fn namespace_of<'a, C: Credential>(credential: &'a C, named: Option<&'a str>) -> Option<&'a str> {
+pub(crate) fn namespace_of<'a, C: Credential>(
+    credential: &'a C,
+    named: Option<&'a str>,
+) -> Option<&'a str> {
     match C::KIND {
         Kind::Namespaced => credential.meta().namespace.as_deref(),
         Kind::Cluster => named,
@@ -143,10 +184,33 @@ pub fn recover<C: Credential>(ctx: &Context, credential: &C, inputs: &str) -> Op
         timestamp(ISSUED_AT_ANNOTATION)?,
         timestamp(EXPIRES_AT_ANNOTATION)?,
     );
-    let entries = read_entries(&secret)?
+    let entries: Vec<RegistryAuth> = read_entries(&secret)?
         .into_iter()
         .filter(|e| !static_servers.contains(&e.server.as_str()))
         .collect();
+    // A Secret in a tenant's namespace is not to be trusted blindly: take it back only if
+    // it holds what a mint would have produced, for no longer than ECR tokens live.
+    let expected: Vec<String> = ecr_sources(credential)
+        .flat_map(|e| {
+            e.registry_ids
+                .iter()
+                .map(|id| regcred_providers::ecr::registry_host(id, &e.region))
+        })
+        .collect();
+    let hosts_match = if ecr_sources(credential).any(|e| e.registry_ids.is_empty()) {
+        entries.len() >= expected.len()
+            && expected
+                .iter()
+                .all(|h| entries.iter().any(|e| &e.server == h))
+    } else {
+        entries.len() == expected.len() && entries.iter().all(|e| expected.contains(&e.server))
+    };
+    let plausible = entries.iter().all(|e| e.username == "AWS")
+        && expires_at > issued_at
+        && expires_at.duration_since(issued_at) <= jiff::SignedDuration::from_hours(12);
+    if entries.is_empty() || !hosts_match || !plausible {
+        return None;
+    }
     Some(Tokens {
         entries,
         issued_at,

@@ -18,7 +18,7 @@ use tracing::{info, instrument, warn};
 use crate::context::{Context, owner_of};
 use crate::credential::Credential;
 use crate::error::Error;
-use crate::minting::{self, Tokens};
+use crate::minting::{self, Failure, Tokens};
 use crate::secrets::{self, Outcome};
 use crate::sources::SourceError;
 use crate::status::{self, Published, Report};
@@ -81,13 +81,15 @@ pub async fn reconcile<C: Credential>(
                 report.expires_at = Some(current.expires_at);
             }
             report.blocked = Some((reason, message));
-            if gathered.minting_failed {
-                // Retry with backoff; status shows when and how often it failed.
-                let wait = ctx.backoff.next(&id.to_string());
-                report.refresh_failures = credential.status().map_or(0, |s| s.refresh_failures) + 1;
-                report.next_refresh =
-                    Some(now + jiff::SignedDuration::try_from(wait).unwrap_or_default());
-                requeue = wait;
+            if let Some(failure) = &gathered.failure {
+                // Retry after the backoff; status shows when and how often it failed.
+                report.refresh_failures = failure.failures;
+                report.next_refresh = Some(failure.retry_at);
+                requeue = failure
+                    .retry_at
+                    .duration_since(now)
+                    .try_into()
+                    .unwrap_or(Duration::from_secs(1));
             }
         }
         Ok(entries) => {
@@ -181,7 +183,8 @@ struct Gathered {
     freshly_minted: bool,
     /// The tokens already in the Secrets when a mint failed.
     current: Option<Tokens>,
-    minting_failed: bool,
+    /// The failed mints in a row and when to try again.
+    failure: Option<Failure>,
 }
 
 /// Reads static sources and, for ECR registries, reuses the current token until its
@@ -197,7 +200,7 @@ async fn gather<C: Credential>(
         tokens: None,
         freshly_minted: false,
         current: None,
-        minting_failed: false,
+        failure: None,
     };
     let mut entries = match sources::resolve(ctx, credential).await? {
         Ok(entries) => entries,
@@ -222,16 +225,40 @@ async fn gather<C: Credential>(
             || current.as_ref().is_none_or(|t| {
                 now >= schedule::next_refresh(t.issued_at, t.expires_at, renew_before, &uid).next
             });
-        let tokens = if due {
+        let backing_off = ctx
+            .tokens
+            .failure(&uid)
+            .filter(|f| now < f.retry_at && f.inputs == inputs && !force);
+        let tokens = if let (true, Some(failure)) = (due, backing_off) {
+            // A recent mint failed: wait out the backoff whatever triggered this reconcile
+            // (regcred's own status write does), and report the same failure meanwhile.
+            gathered.entries = Err(failure.problem.clone());
+            gathered.current = current;
+            gathered.failure = Some(failure);
+            return Ok(gathered);
+        } else if due {
             info!("minting a new token");
             match minting::mint(ctx, credential, &inputs).await? {
                 Ok(tokens) => {
                     ctx.tokens.put(&uid, tokens.clone());
+                    ctx.tokens.clear_failure(&uid);
+                    ctx.backoff.reset(&credential.id().to_string());
                     gathered.freshly_minted = true;
                     tokens
                 }
                 Err(problem) => {
-                    gathered.minting_failed = matches!(problem, SourceError::Aws { .. });
+                    let previous = ctx.tokens.failure(&uid).filter(|f| f.inputs == inputs);
+                    let failures = previous.map_or(0, |f| f.failures) + 1;
+                    let wait = ctx.backoff.next(&credential.id().to_string());
+                    let retry_at = now + jiff::SignedDuration::try_from(wait).unwrap_or_default();
+                    let failure = Failure {
+                        retry_at,
+                        failures,
+                        problem: problem.clone(),
+                        inputs: inputs.clone(),
+                    };
+                    ctx.tokens.fail(&uid, failure.clone());
+                    gathered.failure = Some(failure);
                     gathered.current = current;
                     gathered.entries = Err(problem);
                     return Ok(gathered);

@@ -15,7 +15,7 @@ use crate::credential::Credential;
 use crate::error::Error;
 
 /// Why a credential's sources cannot be used. Names objects and keys, never values.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum SourceError {
     #[error("source Secret {namespace}/{name} does not exist")]
     NotFound { namespace: String, name: String },
@@ -46,6 +46,12 @@ pub enum SourceError {
         reason: &'static str,
         message: String,
     },
+    #[error("requesting a token for ServiceAccount {namespace}/{name} failed: {message}")]
+    TokenRequest {
+        namespace: String,
+        name: String,
+        message: String,
+    },
 }
 
 impl SourceError {
@@ -60,6 +66,7 @@ impl SourceError {
             SourceError::NoServiceAccount { .. } => reasons::SOURCE_NOT_FOUND,
             SourceError::ControllerIdentityNotAllowed => reasons::AWS_NOT_ALLOWED,
             SourceError::Aws { reason, .. } => reason,
+            SourceError::TokenRequest { .. } => reasons::API_ERROR,
         }
     }
 }

@@ -162,13 +162,22 @@ impl Triggers {
 
 /// Whether `credential` reads the source Secret `namespace/name`.
 fn reads_source<C: Credential>(credential: &C, namespace: &str, name: &str) -> bool {
-    credential
-        .spec()
-        .registries
+    let registries = &credential.spec().registries;
+    let statics = registries
         .iter()
         .filter_map(|r| r.static_source.as_ref())
         .any(|s| {
             s.secret_ref.name == name
                 && credential.source_namespace(&s.secret_ref) == Some(namespace)
-        })
+        });
+    // ECR access keys are sources too: a rotated key must reach the next mint.
+    let keys = registries
+        .iter()
+        .filter_map(|r| r.ecr.as_ref()?.auth.as_ref()?.secret_ref.as_ref())
+        .any(|k| {
+            k.name == name
+                && crate::minting::namespace_of(credential, k.namespace.as_deref())
+                    == Some(namespace)
+        });
+    statics || keys
 }

@@ -245,7 +245,13 @@ where
 {
     match &error {
         SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) => {
-            EcrError::Unreachable(aws_sdk_ecr::error::DisplayErrorContext(&error).to_string())
+            let context = short(&error);
+            if context.contains("credentials") {
+                // The controller's own chain found nothing: not a network problem.
+                EcrError::Other(format!("no AWS credentials could be loaded: {context}"))
+            } else {
+                EcrError::Unreachable(context)
+            }
         }
         SdkError::ServiceError(service) => {
             let e = service.err();
@@ -271,7 +277,16 @@ where
                 _ => EcrError::Other(message),
             }
         }
-        _ => EcrError::Other(aws_sdk_ecr::error::DisplayErrorContext(&error).to_string()),
+        _ => EcrError::Other(short(&error)),
+    }
+}
+
+/// The error with its causes, bounded: some causes are long debug dumps.
+fn short<E: std::error::Error>(error: &E) -> String {
+    let text = aws_sdk_ecr::error::DisplayErrorContext(error).to_string();
+    match text.char_indices().nth(300) {
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+        None => text,
     }
 }
 

@@ -16,7 +16,7 @@ pub struct StaticInput<'a> {
 }
 
 /// Why a source Secret cannot be used. Messages name keys, never values.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum StaticError {
     #[error("key {0:?} is missing or empty")]
     MissingKey(String),
