@@ -383,3 +383,30 @@ pub fn start_controller_with_aws_identity(bed: &'static TestBed) -> ControllerPr
         ],
     )
 }
+
+/// Applies the usual test credential `reg` (server `server`, source `login`, Secret
+/// `pull`) in `ns` and waits until it is Synced.
+pub async fn synced(ns: &regcred_testkit::TestNamespace, server: &str) -> Api<RegistryCredential> {
+    let credentials = ns.api::<RegistryCredential>();
+    apply(
+        &credentials,
+        &credential("reg", server, "login", Some("pull")),
+    )
+    .await;
+    wait_reason(&credentials, "reg", "Synced").await;
+    credentials
+}
+
+/// The names in a ServiceAccount's `imagePullSecrets`, in order.
+pub fn entries(sa: &k8s_openapi::api::core::v1::ServiceAccount) -> Vec<String> {
+    sa.image_pull_secrets
+        .iter()
+        .flatten()
+        .map(|r| r.name.clone())
+        .collect()
+}
+
+/// A write by the controller, as the audit log records it.
+pub fn is_controller_write(e: &regcred_testkit::AuditEvent) -> bool {
+    e.user == CONTROLLER_USER && matches!(e.verb.as_str(), "create" | "update" | "patch" | "delete")
+}

@@ -13,7 +13,8 @@ use kube::runtime::watcher::{self, Event};
 use kube::{Api, ResourceExt};
 use regcred_api::ClusterRegistryCredential;
 use regcred_e2e::{
-    CONTROLLER_USER, apply, cluster_credential, cluster_ready, shared_controller, source_secret,
+    CONTROLLER_USER, apply, cluster_credential, cluster_ready, entries, is_controller_write,
+    shared_controller, source_secret,
 };
 use regcred_testkit::{AuditEvent, TestBed, wait_for};
 use serde_json::json;
@@ -22,18 +23,6 @@ const POLL: Duration = Duration::from_millis(100);
 
 /// When a namespace's Secret, and then its `default` ServiceAccount's entry, were seen.
 type Arrivals = (Option<Instant>, Option<Instant>);
-
-fn entries(sa: &ServiceAccount) -> Vec<String> {
-    sa.image_pull_secrets
-        .iter()
-        .flatten()
-        .map(|r| r.name.clone())
-        .collect()
-}
-
-fn is_write(e: &AuditEvent) -> bool {
-    e.user == CONTROLLER_USER && matches!(e.verb.as_str(), "create" | "update" | "patch" | "delete")
-}
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
@@ -162,13 +151,13 @@ async fn fan_out_to_300_namespaces_is_exact_and_then_silent() {
 
     let in_ours = |e: &AuditEvent| e.namespace.as_ref().is_some_and(|n| ours.contains(n));
     let secret_creates = audit.count(&mark, |e| {
-        is_write(e) && in_ours(e) && e.resource == "secrets" && e.verb == "create"
+        is_controller_write(e) && in_ours(e) && e.resource == "secrets" && e.verb == "create"
     });
     let sa_patches = audit.count(&mark, |e| {
-        is_write(e) && in_ours(e) && e.resource == "serviceaccounts" && e.verb == "patch"
+        is_controller_write(e) && in_ours(e) && e.resource == "serviceaccounts" && e.verb == "patch"
     });
     let other_writes = audit.count(&mark, |e| {
-        is_write(e)
+        is_controller_write(e)
             && in_ours(e)
             && !(e.resource == "secrets" && e.verb == "create")
             && !(e.resource == "serviceaccounts" && e.verb == "patch")
@@ -223,7 +212,7 @@ async fn fan_out_to_300_namespaces_is_exact_and_then_silent() {
     let mark = audit.mark();
     tokio::time::sleep(Duration::from_secs(60)).await;
     let writes = audit.count(&mark, |e| {
-        is_write(e) && (in_ours(e) || e.name.as_deref() == Some("fleet"))
+        is_controller_write(e) && (in_ours(e) || e.name.as_deref() == Some("fleet"))
     });
     println!("steady state, 60 s: {writes} writes");
     assert_eq!(writes, 0);
@@ -522,16 +511,20 @@ async fn competing_credentials_settle_without_a_write_storm() {
     tokio::time::sleep(Duration::from_secs(60)).await;
     let in_ours = |e: &AuditEvent| e.namespace.as_ref().is_some_and(|n| ours.contains(n));
     let unmanaged_ns = |e: &AuditEvent| e.namespace.as_deref() == Some(names[9].as_str());
-    let total = audit.count(&mark, |e| is_write(e) && in_ours(e) && !unmanaged_ns(e));
-    let refused = audit.count(&mark, |e| is_write(e) && unmanaged_ns(e));
+    let total = audit.count(&mark, |e| {
+        is_controller_write(e) && in_ours(e) && !unmanaged_ns(e)
+    });
+    let refused = audit.count(&mark, |e| is_controller_write(e) && unmanaged_ns(e));
     let after = audit.count(&settled, |e| {
-        is_write(e) && (in_ours(e) || matches!(e.name.as_deref(), Some("first" | "second")))
+        is_controller_write(e)
+            && (in_ours(e) || matches!(e.name.as_deref(), Some("first" | "second")))
     });
     println!(
         "two credentials contesting 10 namespaces: {total} writes to them, {refused} attempt(s) on the namespace with an unmanaged Secret, {after} writes in the minute after settling"
     );
     for e in audit.events_since(&settled).iter().filter(|e| {
-        is_write(e) && (in_ours(e) || matches!(e.name.as_deref(), Some("first" | "second")))
+        is_controller_write(e)
+            && (in_ours(e) || matches!(e.name.as_deref(), Some("first" | "second")))
     }) {
         println!(
             "  after settling: {} {} {:?} {:?}",

@@ -145,6 +145,27 @@ async fn access_keys_mint_one_token_for_several_accounts_that_really_pulls() {
         logs.contains("GetAuthorizationToken"),
         "the AWS SDK did log at trace level"
     );
+    // Rotating the access keys reaches the next mint at once (the keys Secret is watched).
+    let (key2, secret2) = identity(bed, "keys2").await;
+    let rotated = aws_keys_secret("aws", &key2, &secret2);
+    ns.api::<Secret>()
+        .replace("aws", &PostParams::default(), &{
+            let mut s = rotated;
+            s.metadata.resource_version = ns
+                .api::<Secret>()
+                .get("aws")
+                .await
+                .unwrap()
+                .metadata
+                .resource_version;
+            s
+        })
+        .await
+        .unwrap();
+    wait_for(QUICK, POLL, || async {
+        (token_calls(bed, &key2).await == 1).then_some(())
+    })
+    .await;
     let garbage = regcred_testkit::dockerconfigjson_secret(&aws.ecr_registry, "AWS", "not-a-token");
     assert!(
         bed.pull_check_mapped(&garbage, &aws.ecr_image, &[(&aws.ecr_registry, &aws.front)])

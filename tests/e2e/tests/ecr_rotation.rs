@@ -29,6 +29,14 @@ fn password(secret: &Secret, host: &str) -> Option<String> {
     doc["auths"][host]["password"].as_str().map(str::to_owned)
 }
 
+async fn token_calls(bed: &TestBed) -> usize {
+    let calls = bed.aws().calls().await;
+    calls
+        .iter()
+        .filter(|c| c.operation == "GetAuthorizationToken")
+        .count()
+}
+
 fn sha256(text: &str) -> String {
     Sha256::digest(text.as_bytes())
         .iter()
@@ -176,6 +184,18 @@ async fn rotation_faults_and_restart() {
             s.next_refresh_time.is_some(),
             "backoff shows when the next attempt is"
         );
+        if fault == "AccessDenied" {
+            // Backoff, not a retry per reconcile: regcred's own status writes trigger
+            // reconciles, which must wait out the backoff.
+            let before = token_calls(bed).await;
+            tokio::time::sleep(Duration::from_secs(10)).await;
+            let during = token_calls(bed).await - before;
+            println!("AccessDenied for 10 s: {during} GetAuthorizationToken calls");
+            assert!(
+                during <= 4,
+                "{during} calls in 10 s: the backoff is not honoured"
+            );
+        }
         bed.aws().clear_faults().await;
         wait_reason(&credentials, "ecr", "Synced").await;
     }

@@ -10,24 +10,13 @@ use kube::runtime::wait::conditions;
 use kube::{Api, ResourceExt};
 use regcred_api::{DeletionPolicy, RegistryCredential};
 use regcred_e2e::{
-    CONTROLLER_USER, apply, credential, source_secret, start_controller, wait_reason,
+    CONTROLLER_USER, apply, credential, entries, is_controller_write, source_secret,
+    start_controller, wait_reason,
 };
 use regcred_testkit::{AuditEvent, TestBed, TestNamespace, wait_for, watch_until};
 
 const QUICK: Duration = Duration::from_secs(20);
 const POLL: Duration = Duration::from_millis(50);
-
-fn entries(sa: &ServiceAccount) -> Vec<String> {
-    sa.image_pull_secrets
-        .iter()
-        .flatten()
-        .map(|r| r.name.clone())
-        .collect()
-}
-
-fn is_write(e: &AuditEvent) -> bool {
-    e.user == CONTROLLER_USER && matches!(e.verb.as_str(), "create" | "update" | "patch" | "delete")
-}
 
 /// A GET of one object: the controller answers "what exists" from its caches instead.
 fn is_object_get(e: &AuditEvent) -> bool {
@@ -88,7 +77,7 @@ async fn steady_state_restart_and_removal_while_down() {
     let steady = audit.summary(&mark, CONTROLLER_USER);
     println!("steady state, 15 s, requests by the controller:\n{steady}");
     assert_eq!(
-        audit.count(&mark, is_write),
+        audit.count(&mark, is_controller_write),
         0,
         "writes in a steady state:\n{steady}"
     );
@@ -117,7 +106,7 @@ async fn steady_state_restart_and_removal_while_down() {
         "the new process did start:\n{restart}"
     );
     assert_eq!(
-        audit.count(&mark, is_write),
+        audit.count(&mark, is_controller_write),
         0,
         "writes after a restart:\n{restart}"
     );

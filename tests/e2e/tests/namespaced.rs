@@ -12,8 +12,8 @@ use kube::runtime::wait::conditions;
 use kube::{Api, ResourceExt};
 use regcred_api::DeletionPolicy;
 use regcred_e2e::{
-    CONTROLLER_USER, apply, credential, kubectl_output, password_in, ready, root,
-    shared_controller, source_secret, wait_reason,
+    CONTROLLER_USER, apply, credential, entries, kubectl_output, password_in, ready, root,
+    shared_controller, source_secret, synced, wait_reason,
 };
 use regcred_testkit::{TestBed, TestNamespace, wait_for, watch_until};
 use serde_json::json;
@@ -37,14 +37,6 @@ async fn setup(prefix: &str) -> (&'static TestBed, TestNamespace, kube::Client) 
         .await
         .unwrap();
     (bed, ns, client)
-}
-
-fn entries(sa: &ServiceAccount) -> Vec<String> {
-    sa.image_pull_secrets
-        .iter()
-        .flatten()
-        .map(|r| r.name.clone())
-        .collect()
 }
 
 async fn sa_lists(api: &Api<ServiceAccount>, name: &str, secret: &str) -> ServiceAccount {
@@ -142,13 +134,7 @@ async fn samples_applied_with_kubectl_become_ready_and_pull() {
 async fn service_account_created_later_is_patched_at_once() {
     let (bed, ns, client) = setup("late-sa").await;
     let _dump = bed.dump_on_panic();
-    let credentials = ns.api::<regcred_api::RegistryCredential>();
-    apply(
-        &credentials,
-        &credential("reg", &bed.registry().host, "login", Some("pull")),
-    )
-    .await;
-    wait_reason(&credentials, "reg", "Synced").await;
+    synced(&ns, &bed.registry().host).await;
 
     let accounts: Api<ServiceAccount> = Api::namespaced(client, &ns.name);
     let mut latencies = Vec::new();
@@ -181,13 +167,7 @@ async fn password_change_in_the_source_reaches_the_pull_secret() {
     let (bed, ns, client) = setup("rotate").await;
     let _dump = bed.dump_on_panic();
     let registry = bed.registry();
-    let credentials = ns.api::<regcred_api::RegistryCredential>();
-    apply(
-        &credentials,
-        &credential("reg", &registry.host, "login", Some("pull")),
-    )
-    .await;
-    wait_reason(&credentials, "reg", "Synced").await;
+    synced(&ns, &registry.host).await;
     let secrets: Api<Secret> = Api::namespaced(client, &ns.name);
     let before = secrets.get("pull").await.unwrap();
     bed.pull_check(&before, &registry.image)
@@ -296,13 +276,7 @@ async fn managed_secret_deleted_or_edited_by_hand_is_restored() {
     let (bed, ns, client) = setup("restore").await;
     let _dump = bed.dump_on_panic();
     let registry = bed.registry();
-    let credentials = ns.api::<regcred_api::RegistryCredential>();
-    apply(
-        &credentials,
-        &credential("reg", &registry.host, "login", Some("pull")),
-    )
-    .await;
-    wait_reason(&credentials, "reg", "Synced").await;
+    synced(&ns, &registry.host).await;
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns.name);
     let original = secrets.get("pull").await.unwrap();
 
@@ -388,13 +362,7 @@ async fn existing_entries_survive_including_a_persons_same_named_one() {
         .create(&PostParams::default(), &theirs)
         .await
         .unwrap();
-    let credentials = ns.api::<regcred_api::RegistryCredential>();
-    apply(
-        &credentials,
-        &credential("reg", &bed.registry().host, "login", Some("pull")),
-    )
-    .await;
-    wait_reason(&credentials, "reg", "Synced").await;
+    let credentials = synced(&ns, &bed.registry().host).await;
     let sa = sa_lists(&accounts, "default", "pull").await;
     assert_eq!(entries(&sa), ["pull"]);
     let theirs = accounts.get("theirs").await.unwrap();
