@@ -291,9 +291,18 @@ impl CacheLag {
         }
     }
 
-    /// The watch delivered a newer version of `key`: the cache has caught up.
-    pub fn seen(&self, key: &str) {
-        self.replaced.lock().expect("cache lag lock").remove(key);
+    /// The watch delivered `version` of `key` (`None`: its deletion). Only a version other
+    /// than the replaced one means the cache has caught up: an older event still in flight
+    /// (the object's creation, say) must not clear the mark.
+    pub fn seen(&self, key: &str, version: Option<&str>) {
+        let mut map = self.replaced.lock().expect("cache lag lock");
+        if version.is_none()
+            || map
+                .get(key)
+                .is_some_and(|(replaced, _)| replaced.as_deref() != version)
+        {
+            map.remove(key);
+        }
     }
 }
 
@@ -385,11 +394,16 @@ mod tests {
             "forgotten once the cache moved on"
         );
         lag.wrote("ns/b", None);
-        lag.seen("ns/b");
+        lag.seen("ns/b", Some("7"));
+        assert!(!lag.is_stale("ns/b", None), "delivered, then deleted");
+        lag.wrote("ns/c", Some("3".into()));
+        lag.seen("ns/c", Some("3"));
         assert!(
-            !lag.is_stale("ns/b", None),
-            "the watch delivered it, then it was deleted"
+            lag.is_stale("ns/c", Some("3")),
+            "a late event of the replaced version"
         );
+        lag.seen("ns/c", Some("4"));
+        assert!(!lag.is_stale("ns/c", Some("3")));
     }
 
     #[test]

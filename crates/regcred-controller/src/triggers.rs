@@ -114,7 +114,10 @@ impl Triggers {
         if let Some(Some(sa)) = touched(event)
             && let Some(ns) = sa.namespace()
         {
-            self.cache_lag.seen(&format!("{ns}/{}", sa.name_any()));
+            let deleted = matches!(event, Event::Delete(_));
+            let version = sa.metadata.resource_version.as_deref().filter(|_| !deleted);
+            self.cache_lag
+                .seen(&format!("{ns}/{}", sa.name_any()), version);
             self.credentials_in(&ns);
             self.all_cluster_credentials();
         }
@@ -126,7 +129,14 @@ impl Triggers {
         match touched(event) {
             Some(Some(secret)) => {
                 let ns = secret.namespace().unwrap_or_default();
-                self.cache_lag.seen(&format!("{ns}/{}", secret.name_any()));
+                let deleted = matches!(event, Event::Delete(_));
+                let version = secret
+                    .metadata
+                    .resource_version
+                    .as_deref()
+                    .filter(|_| !deleted);
+                self.cache_lag
+                    .seen(&format!("{ns}/{}", secret.name_any()), version);
                 if let Some(owner) = owner_of(secret).as_deref().and_then(CredentialId::parse) {
                     self.credential(&owner);
                 }
