@@ -171,7 +171,8 @@ impl Audit {
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct RawEvent {
-    #[serde(default)]
+    // The log spells it "auditID", not the camelCase "auditId".
+    #[serde(default, rename = "auditID")]
     audit_id: String,
     stage: String,
     #[serde(default)]
@@ -244,6 +245,18 @@ mod tests {
 
     const RECEIVED: &str = r#"{"auditID":"a1","stage":"RequestReceived","requestURI":"/api/v1/namespaces/n/secrets/s","verb":"get","user":{"username":"u"},"objectRef":{"resource":"secrets","namespace":"n","name":"s","apiVersion":"v1"}}"#;
     const COMPLETE: &str = r#"{"auditID":"a1","stage":"ResponseComplete","requestURI":"/api/v1/namespaces/n/secrets/s","verb":"get","user":{"username":"u"},"objectRef":{"resource":"secrets","namespace":"n","name":"s","apiVersion":"v1"},"responseStatus":{"code":403}}"#;
+
+    #[test]
+    fn codes_belong_to_their_own_request() {
+        let a = RECEIVED.replace("a1", "a2");
+        let b = COMPLETE.replace("a1", "a2").replace("403", "409");
+        let text = format!("{RECEIVED}\n{COMPLETE}\n{a}\n{b}\n");
+        let events = parse(&text);
+        assert_eq!(
+            events.iter().map(|e| e.code).collect::<Vec<_>>(),
+            [Some(403), Some(409)]
+        );
+    }
 
     #[test]
     fn counts_each_request_once_with_its_response_code() {

@@ -9,16 +9,19 @@ use std::process::Command;
 use std::sync::OnceLock;
 use std::time::Duration;
 
+use futures::StreamExt;
 use k8s_openapi::ByteString;
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{Namespace, Secret, ServiceAccount};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Api;
-use kube::api::{Patch, PatchParams};
+use kube::api::{Patch, PatchParams, PostParams};
+use regcred_api::ClusterRegistryCredential;
 use regcred_api::{
     CredentialSpec, DeletionPolicy, Registry, RegistryCredential, RegistryCredentialSpec,
     SourceSecretRef, StaticSource,
 };
 use regcred_testkit::{ControllerProcess, TestBed, wait_for};
+use serde_json::json;
 
 /// The identity the controller runs as, as the audit log names it.
 pub const CONTROLLER_USER: &str = "system:serviceaccount:regcred-system:regcred";
@@ -409,4 +412,68 @@ pub fn entries(sa: &k8s_openapi::api::core::v1::ServiceAccount) -> Vec<String> {
 /// A write by the controller, as the audit log records it.
 pub fn is_controller_write(e: &regcred_testkit::AuditEvent) -> bool {
     e.user == CONTROLLER_USER && matches!(e.verb.as_str(), "create" | "update" | "patch" | "delete")
+}
+
+/// A namespace holding the labelled source, for cluster credentials to read from.
+pub async fn source_namespace(bed: &'static TestBed) -> String {
+    let ns = bed.namespace("ops").await;
+    let registry = bed.registry();
+    ns.api::<Secret>()
+        .create(
+            &PostParams::default(),
+            &source_secret("login", &registry.username, &registry.password, true),
+        )
+        .await
+        .unwrap();
+    ns.name
+}
+
+/// Creates `count` namespaces labelled `label=value`, each with `extra` ServiceAccounts
+/// besides `default`, 16 at a time; waits for their `default` ServiceAccounts.
+pub async fn namespaces(
+    bed: &'static TestBed,
+    prefix: &str,
+    count: usize,
+    label: (&str, &str),
+    extra: usize,
+) -> Vec<String> {
+    let client = bed.admin_client().await;
+    let names: Vec<String> = (0..count).map(|i| format!("{prefix}-{i:03}")).collect();
+    futures::stream::iter(names.clone())
+        .map(|name| {
+            let client = client.clone();
+            async move {
+                let ns: Namespace = serde_json::from_value(json!({
+                    "metadata": {"name": name, "labels": {label.0: label.1, "regcred-test/run": bed.run_id}}
+                }))
+                .unwrap();
+                Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &ns).await.unwrap();
+                let accounts: Api<ServiceAccount> = Api::namespaced(client, &name);
+                for i in 0..extra {
+                    let sa = serde_json::from_value(json!({"metadata": {"name": format!("app-{i}")}})).unwrap();
+                    accounts.create(&PostParams::default(), &sa).await.unwrap();
+                }
+                wait_for(Duration::from_secs(60), Duration::from_millis(100), || async { accounts.get_opt("default").await.ok().flatten() }).await;
+            }
+        })
+        .buffer_unordered(16)
+        .collect::<Vec<()>>()
+        .await;
+    names
+}
+
+/// Waits until a cluster credential shows `synced` and `patched` ServiceAccounts.
+pub async fn wait_synced(
+    api: &Api<ClusterRegistryCredential>,
+    name: &str,
+    synced: &str,
+    patched: i32,
+    timeout: Duration,
+) -> ClusterRegistryCredential {
+    wait_for(timeout, Duration::from_millis(100), || async {
+        let c = api.get(name).await.ok()?;
+        let targets = c.status.as_ref()?.targets.clone()?;
+        (targets.synced == synced && targets.service_accounts_patched == patched).then_some(c)
+    })
+    .await
 }

@@ -8,10 +8,11 @@ use k8s_openapi::api::core::v1::{Namespace, Secret, ServiceAccount};
 use kube::api::{DeleteParams, PostParams};
 use kube::runtime::wait::conditions;
 use kube::{Api, ResourceExt};
+use regcred_api::ClusterRegistryCredential;
 use regcred_api::{DeletionPolicy, RegistryCredential};
 use regcred_e2e::{
-    CONTROLLER_USER, apply, credential, entries, is_controller_write, source_secret,
-    start_controller, wait_reason,
+    CONTROLLER_USER, apply, cluster_credential, credential, entries, is_controller_write,
+    namespaces, source_namespace, source_secret, start_controller, wait_reason, wait_synced,
 };
 use regcred_testkit::{AuditEvent, TestBed, TestNamespace, wait_for, watch_until};
 
@@ -70,6 +71,24 @@ async fn steady_state_restart_and_removal_while_down() {
     let deleted = covered(bed, "removed", DeletionPolicy::Delete).await;
     let orphaned = covered(bed, "orphaned", DeletionPolicy::Orphan).await;
     let doomed = covered(bed, "doomed", DeletionPolicy::Delete).await;
+    // And a fleet: 300 namespaces × 3 ServiceAccounts under one cluster credential, so the
+    // restart below proves "no write" at scale.
+    let ops = source_namespace(bed).await;
+    namespaces(bed, "fleet", 300, ("fleet", "restart"), 2).await;
+    let fleet: Api<ClusterRegistryCredential> = Api::all(client.clone());
+    let registry = bed.registry();
+    apply(
+        &fleet,
+        &cluster_credential(
+            "fleet",
+            &registry.host,
+            &ops,
+            "fleet-pull",
+            ("fleet", "restart"),
+        ),
+    )
+    .await;
+    wait_synced(&fleet, "fleet", "300/300", 900, Duration::from_secs(180)).await;
 
     // Steady state: nothing to do, nothing written, nothing fetched one by one.
     let mark = audit.mark();
@@ -100,7 +119,9 @@ async fn steady_state_restart_and_removal_while_down() {
         )
         .await;
     let restart = audit.summary(&mark, CONTROLLER_USER);
-    println!("restart, requests by the controller until quiet ({settled}):\n{restart}");
+    println!(
+        "restart with 303 namespaces covered, requests by the controller until quiet ({settled}):\n{restart}"
+    );
     assert!(
         restart.get("list", "secrets") >= 2,
         "the new process did start:\n{restart}"
