@@ -477,3 +477,23 @@ pub async fn wait_synced(
     })
     .await
 }
+
+/// Creates a Pod `app` running `image` in `namespace` under its `default` ServiceAccount
+/// and returns the `imagePullSecrets` admission gave it.
+pub async fn pod_pull_secrets(client: kube::Client, namespace: &str, image: &str) -> Vec<String> {
+    let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(client, namespace);
+    let pod = serde_json::from_value(json!({
+        "metadata": {"name": "app"},
+        "spec": {"containers": [{"name": "app", "image": image}]}
+    }))
+    .expect("a Pod");
+    let pod = pods
+        .create(&PostParams::default(), &pod)
+        .await
+        .expect("the Pod is admitted");
+    let secrets = pod
+        .spec
+        .and_then(|s| s.image_pull_secrets)
+        .unwrap_or_default();
+    secrets.into_iter().map(|r| r.name).collect()
+}

@@ -7,14 +7,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::{StreamExt, TryStreamExt};
-use k8s_openapi::api::core::v1::{Namespace, Pod, Secret, ServiceAccount};
+use k8s_openapi::api::core::v1::{Namespace, Secret, ServiceAccount};
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::runtime::watcher::{self, Event};
 use kube::{Api, ResourceExt};
 use regcred_api::ClusterRegistryCredential;
 use regcred_e2e::{
     CONTROLLER_USER, apply, cluster_credential, cluster_ready, entries, is_controller_write,
-    namespaces, shared_controller, source_namespace, source_secret, wait_synced,
+    namespaces, pod_pull_secrets, shared_controller, source_namespace, source_secret, wait_synced,
 };
 use regcred_testkit::{AuditEvent, TestBed, wait_for};
 use serde_json::json;
@@ -280,21 +280,7 @@ async fn new_namespaces_are_covered_within_a_fraction_of_a_second() {
 
     // A Pod created in a new namespace after coverage carries the Secret.
     let name = format!("late-{}-{:02}", bed.run_id, 0);
-    let pods: Api<Pod> = Api::namespaced(client, &name);
-    let pod: Pod = serde_json::from_value(json!({
-        "metadata": {"name": "app"},
-        "spec": {"containers": [{"name": "app", "image": bed.registry().image}]}
-    }))
-    .unwrap();
-    let pod = pods.create(&PostParams::default(), &pod).await.unwrap();
-    let names: Vec<_> = pod
-        .spec
-        .unwrap()
-        .image_pull_secrets
-        .unwrap_or_default()
-        .into_iter()
-        .map(|r| r.name)
-        .collect();
+    let names = pod_pull_secrets(client, &name, &bed.registry().image).await;
     assert_eq!(names, ["late-pull"]);
 }
 

@@ -5,15 +5,15 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::ByteString;
-use k8s_openapi::api::core::v1::{LocalObjectReference, Pod, Secret, ServiceAccount};
+use k8s_openapi::api::core::v1::{LocalObjectReference, Secret, ServiceAccount};
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::wait::conditions;
 use kube::{Api, ResourceExt};
 use regcred_api::DeletionPolicy;
 use regcred_e2e::{
-    CONTROLLER_USER, apply, credential, entries, kubectl_output, password_in, ready, root,
-    shared_controller, source_secret, synced, wait_reason,
+    CONTROLLER_USER, apply, credential, entries, kubectl_output, password_in, pod_pull_secrets,
+    ready, root, shared_controller, source_secret, synced, wait_reason,
 };
 use regcred_testkit::{TestBed, TestNamespace, wait_for, watch_until};
 use serde_json::json;
@@ -112,21 +112,7 @@ async fn samples_applied_with_kubectl_become_ready_and_pull() {
     // A Pod created afterwards receives the Secret through its ServiceAccount (admission).
     let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), "regcred-demo");
     sa_lists(&accounts, "default", "demo-registry").await;
-    let pods: Api<Pod> = Api::namespaced(client, "regcred-demo");
-    let pod: Pod = serde_json::from_value(json!({
-        "metadata": {"name": "app"},
-        "spec": {"containers": [{"name": "app", "image": registry.image}]}
-    }))
-    .unwrap();
-    let pod = pods.create(&PostParams::default(), &pod).await.unwrap();
-    let names: Vec<_> = pod
-        .spec
-        .unwrap()
-        .image_pull_secrets
-        .unwrap_or_default()
-        .into_iter()
-        .map(|r| r.name)
-        .collect();
+    let names = pod_pull_secrets(client, "regcred-demo", &registry.image).await;
     assert_eq!(names, ["demo-registry"]);
 }
 
