@@ -119,7 +119,7 @@ impl Stores {
         }
     }
 
-    /// The credential with this identity, if it exists, as (covers the SA?, secret name).
+    /// Whether the credential with this identity exists (in the cache).
     pub fn credential_exists(&self, id: &CredentialId) -> bool {
         match (id.kind, &id.namespace) {
             (Kind::Namespaced, Some(ns)) => self

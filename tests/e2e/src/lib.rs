@@ -497,3 +497,21 @@ pub async fn pod_pull_secrets(client: kube::Client, namespace: &str, image: &str
         .unwrap_or_default();
     secrets.into_iter().map(|r| r.name).collect()
 }
+
+/// Waits until the controller has made no request for 3 s (at most a minute) since `mark`,
+/// and returns how many requests it made: a restarted controller has then finished its
+/// initial lists and reconciles.
+pub async fn until_controller_quiet(
+    audit: &regcred_testkit::Audit,
+    mark: &regcred_testkit::AuditMark,
+) -> usize {
+    let quiet = Duration::from_secs(3);
+    audit
+        .settled_count(
+            mark,
+            |e| e.user == CONTROLLER_USER,
+            quiet,
+            Duration::from_secs(60),
+        )
+        .await
+}

@@ -13,8 +13,8 @@ use kube::api::{Patch, PatchParams, PostParams};
 use kube::runtime::watcher::{self, Event};
 use regcred_api::RegistryCredential;
 use regcred_e2e::{
-    CONTROLLER_USER, apply, aws_keys_secret, ecr_credential, ecr_source, keys_auth, ready,
-    start_controller_with_aws_identity, wait_reason,
+    CONTROLLER_USER, apply, aws_keys_secret, ecr_credential, ecr_source, is_controller_write,
+    keys_auth, ready, start_controller_with_aws_identity, until_controller_quiet, wait_reason,
 };
 use regcred_testkit::{TestBed, wait_for};
 use serde_json::json;
@@ -256,18 +256,8 @@ async fn rotation_faults_and_restart() {
     let audit = bed.audit();
     let mark = audit.mark();
     let _controller = start_controller_with_aws_identity(bed);
-    audit
-        .settled_count(
-            &mark,
-            |e| e.user == CONTROLLER_USER,
-            Duration::from_secs(3),
-            Duration::from_secs(60),
-        )
-        .await;
-    let writes = audit.count(&mark, |e| {
-        e.user == CONTROLLER_USER
-            && matches!(e.verb.as_str(), "create" | "update" | "patch" | "delete")
-    });
+    until_controller_quiet(&audit, &mark).await;
+    let writes = audit.count(&mark, is_controller_write);
     let calls_after = bed.aws().calls().await.len();
     println!(
         "restart with a fresh token: {} AWS calls, {writes} writes",

@@ -12,7 +12,8 @@ use regcred_api::ClusterRegistryCredential;
 use regcred_api::{DeletionPolicy, RegistryCredential};
 use regcred_e2e::{
     CONTROLLER_USER, apply, cluster_credential, credential, entries, is_controller_write,
-    namespaces, source_namespace, source_secret, start_controller, wait_reason, wait_synced,
+    namespaces, source_namespace, source_secret, start_controller, until_controller_quiet,
+    wait_reason, wait_synced,
 };
 use regcred_testkit::{AuditEvent, TestBed, TestNamespace, wait_for, watch_until};
 
@@ -110,14 +111,7 @@ async fn steady_state_restart_and_removal_while_down() {
     controller.stop();
     let mark = audit.mark();
     let mut controller = start_controller(bed);
-    let settled = audit
-        .settled_count(
-            &mark,
-            |e| e.user == CONTROLLER_USER,
-            Duration::from_secs(3),
-            Duration::from_secs(60),
-        )
-        .await;
+    let settled = until_controller_quiet(&audit, &mark).await;
     let restart = audit.summary(&mark, CONTROLLER_USER);
     println!(
         "restart with 303 namespaces covered, requests by the controller until quiet ({settled}):\n{restart}"
