@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds the test bed's binaries (kube-apiserver, kube-controller-manager, kubectl, etcd and
-# the testbed tool) from the pinned Go modules into a cache directory keyed by version, and
+# the testbed tool; for the node kubelet, kube-proxy, kube-scheduler, containerd, its runc
+# shim, ctr and crictl) from the pinned Go modules into cache directories keyed by version, and
 # the AWS emulator's Python venv (pinned PyPI packages, keyed by their list), and reuses them
 # when present. Prints the directory holding the binaries (and the aws-emulator wrapper
 # script) on its last line.
@@ -18,6 +19,13 @@ command -v "$python" >/dev/null || die "$python is not installed (needed for the
 
 # Kubernetes binaries depend only on the pinned versions: key them by those.
 k8s_dir="$cache/k8s-$k8s_version-etcd-$etcd_version"
+# The node's binaries: kubelet, kube-proxy and kube-scheduler from the same k8s module,
+# containerd and crictl from their own module (node/go.mod), whose dependencies need not
+# agree with Kubernetes'. A directory of its own keeps the control plane's cache valid.
+containerd_version=$(awk '$1 == "github.com/containerd/containerd/v2" { print $2; exit }' "$here/node/go.mod")
+crictl_version=$(awk '$1 == "sigs.k8s.io/cri-tools" { print $2; exit }' "$here/node/go.mod")
+node_dir="$cache/node-$k8s_version-containerd-$containerd_version-crictl-$crictl_version"
+node_binaries=(kubelet kube-proxy kube-scheduler containerd containerd-shim-runc-v2 ctr crictl)
 # The testbed tool also depends on its own sources.
 tool_key=$(cat "$here/go.mod" "$here/go.sum" $(find "$here/cmd" -name '*.go' | sort) | sha256sum | cut -c1-16)
 tool_dir="$cache/testbed-$tool_key"
@@ -56,9 +64,42 @@ if [ ! -x "$k8s_dir/kube-apiserver" ] || [ ! -x "$k8s_dir/kube-controller-manage
   log "built Kubernetes binaries in $(( $(date +%s) - start ))s"
 fi
 
+node_complete=true
+for f in "${node_binaries[@]}"; do [ -x "$node_dir/$f" ] || node_complete=false; done
+if ! $node_complete; then
+  start=$(date +%s)
+  minor=$(echo "$k8s_version" | cut -d. -f2)
+  ldflags="-s -w"
+  for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+    ldflags+=" -X $pkg.gitVersion=$k8s_version -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor"
+    ldflags+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=$(date -u +%Y-%m-%dT%H:%M:%SZ)"
+  done
+  log "building kubelet, kube-proxy and kube-scheduler $k8s_version, containerd $containerd_version and crictl $crictl_version"
+  rm -rf "$node_dir.tmp" && mkdir -p "$node_dir.tmp"
+  go build -ldflags "$ldflags" -o "$node_dir.tmp/" \
+    k8s.io/kubernetes/cmd/kubelet \
+    k8s.io/kubernetes/cmd/kube-proxy \
+    k8s.io/kubernetes/cmd/kube-scheduler
+  # containerd's own version stamp, and no storage drivers that need C libraries.
+  (cd "$here/node" && go mod download && go build -tags "no_btrfs no_devmapper no_zfs" \
+    -ldflags "-s -w -X github.com/containerd/containerd/v2/version.Version=$containerd_version" \
+    -o "$node_dir.tmp/" \
+    github.com/containerd/containerd/v2/cmd/containerd \
+    github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2 \
+    github.com/containerd/containerd/v2/cmd/ctr \
+    && go build -ldflags "-s -w -X sigs.k8s.io/cri-tools/pkg/version.Version=$crictl_version" \
+      -o "$node_dir.tmp/" sigs.k8s.io/cri-tools/cmd/crictl)
+  rm -rf "$node_dir" && mv "$node_dir.tmp" "$node_dir"
+  log "built the node's binaries in $(( $(date +%s) - start ))s"
+fi
+
 if [ ! -x "$tool_dir/testbed" ]; then
   start=$(date +%s)
   mkdir -p "$tool_dir"
+  # The node's pause and test images are made from these at `up --node`: static, so that
+  # they run in an image holding nothing else.
+  CGO_ENABLED=0 go build -ldflags "-s -w" -o "$tool_dir/testbed-pause" ./cmd/pause
+  CGO_ENABLED=0 go build -ldflags "-s -w" -o "$tool_dir/testbed-idle" ./cmd/idle
   go build -ldflags "-s -w" -o "$tool_dir/testbed.tmp" ./cmd/testbed
   mv "$tool_dir/testbed.tmp" "$tool_dir/testbed"
   log "built the testbed tool in $(( $(date +%s) - start ))s"
@@ -87,12 +128,14 @@ if [ ! -e "$emu_dir/emulator.py" ]; then
 fi
 
 # One directory with every binary, so callers need a single path.
-bin_key=$(echo "$tool_key $venv_key $emu_key" | sha256sum | cut -c1-16)
+bin_key=$(echo "$tool_key $venv_key $emu_key $(basename "$node_dir")" | sha256sum | cut -c1-16)
 bin="$cache/bin-$k8s_version-$bin_key"
 if [ ! -d "$bin" ]; then
   rm -rf "$bin.tmp" && mkdir -p "$bin.tmp"
   for f in kube-apiserver kube-controller-manager kubectl etcd; do ln -sf "$k8s_dir/$f" "$bin.tmp/$f"; done
   ln -sf "$tool_dir/testbed" "$bin.tmp/testbed"
+  for f in testbed-pause testbed-idle; do ln -sf "$tool_dir/$f" "$bin.tmp/$f"; done
+  for f in "${node_binaries[@]}"; do ln -sf "$node_dir/$f" "$bin.tmp/$f"; done
   {
     echo '#!/bin/sh'
     echo '# The regcred test bed'"'"'s AWS emulator (tests/testbed/aws), written by tests/testbed/build.sh.'

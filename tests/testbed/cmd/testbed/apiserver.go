@@ -63,6 +63,7 @@ func (b *bed) launchAPIServer() (*proc, error) {
 		"--audit-log-mode=blocking",
 		"--profiling=false",
 	}
+	args = append(args, b.nodeAPIServerArgs()...)
 	return b.start("kube-apiserver", args)
 }
 

@@ -67,8 +67,9 @@ func makePKI(dir string) (*pki, error) {
 		{"apiserver", certSpec{
 			commonName: "kube-apiserver",
 			dnsNames:   []string{"localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc"},
-			ips:        loopback,
-			server:     true,
+			// Pods reach it as the kubernetes Service, through the node's bridge (node.go).
+			ips:    append(loopback, net.ParseIP(nodeServiceIP), net.ParseIP(nodeGateway)),
+			server: true,
 		}, &p.apiserverCert, &p.apiserverKey},
 		{"admin", certSpec{commonName: "regcred-admin", orgs: []string{"system:masters"}}, &p.adminCert, &p.adminKey},
 		{"kube-controller-manager", certSpec{commonName: "system:kube-controller-manager"}, &p.kcmCert, &p.kcmKey},

@@ -43,7 +43,19 @@ var controllerRoles = []string{
 
 // launchControllerManager starts kube-controller-manager with only the controllers above.
 func (b *bed) launchControllerManager() (*proc, error) {
-	if err := b.grantControllerRoles(); err != nil {
+	ctrls, roles := controllers, controllerRoles
+	if b.withNode {
+		// Deployments' Pods, the Node's not-ready taint (set by the TaintNodesByCondition
+		// admission plugin) lifted once kubelet reports Ready, and Services' endpoints (kube-
+		// proxy routes a ClusterIP, and the API server reaches a webhook's Service, only
+		// with them).
+		ctrls = append(append([]string{}, ctrls...), "deployment-controller", "replicaset-controller",
+			"node-lifecycle-controller", "endpoints-controller", "endpointslice-controller")
+		roles = append(append([]string{}, roles...), "system:controller:deployment-controller",
+			"system:controller:replicaset-controller", "system:controller:node-controller",
+			"system:controller:endpoint-controller", "system:controller:endpointslice-controller")
+	}
+	if err := b.grantControllerRoles(roles); err != nil {
 		return nil, err
 	}
 	kubeconfig := b.path("kube-controller-manager.kubeconfig")
@@ -65,7 +77,7 @@ func (b *bed) launchControllerManager() (*proc, error) {
 		"--service-account-private-key-file=" + b.pki.serviceAccountKey,
 		"--root-ca-file=" + b.pki.caCert,
 		"--use-service-account-credentials=false",
-		"--controllers=" + strings.Join(controllers, ","),
+		"--controllers=" + strings.Join(ctrls, ","),
 	}
 	return b.start("kube-controller-manager", args)
 }
@@ -82,9 +94,9 @@ func (b *bed) awaitControllerManager(ctx context.Context, p *proc) error {
 	})
 }
 
-// grantControllerRoles binds the controller manager's user to controllerRoles.
-func (b *bed) grantControllerRoles() error {
-	for _, role := range controllerRoles {
+// grantControllerRoles binds the controller manager's user to roles.
+func (b *bed) grantControllerRoles(roles []string) error {
+	for _, role := range roles {
 		binding := rbacv1.ClusterRoleBinding{
 			TypeMeta:   metav1.TypeMeta{APIVersion: "rbac.authorization.k8s.io/v1", Kind: "ClusterRoleBinding"},
 			ObjectMeta: metav1.ObjectMeta{Name: "regcred-testbed:" + strings.TrimPrefix(role, "system:")},

@@ -1,9 +1,10 @@
 // Command testbed starts a real Kubernetes control plane (etcd, kube-apiserver,
 // kube-controller-manager), a real OCI registry and a strict AWS (ECR + STS) emulator as
-// native processes on loopback for regcred's end-to-end tests, and checks image pull
-// secrets the way kubelet does.
+// native processes on loopback for regcred's end-to-end tests, optionally with a real node
+// (kubelet, containerd, runc, kube-proxy, kube-scheduler), and checks image pull secrets
+// the way kubelet does.
 //
-//	testbed up --dir DIR --bin BINDIR [--lifeline] [--keep]
+//	testbed up --dir DIR --bin BINDIR [--lifeline] [--keep] [--node]
 //	testbed pullcheck --secret FILE --image REF --cert-dir DIR [--map HOST=ADDR]...
 package main
 
@@ -16,11 +17,12 @@ import (
 )
 
 const usage = `usage:
-  testbed up --dir DIR --bin BINDIR [--lifeline] [--keep]
+  testbed up --dir DIR --bin BINDIR [--lifeline] [--keep] [--node]
       Start etcd, kube-apiserver, kube-controller-manager, a registry and the AWS emulator
       under DIR, print "ready DIR/testbed.json" on stdout, and run until SIGINT/SIGTERM (or,
       with --lifeline, until stdin reaches EOF). DIR must be empty or absent; it is removed afterwards unless
-      --keep (or start-up failed, so its logs can be read).
+      --keep (or start-up failed, so its logs can be read). --node (root only) also starts
+      containerd, kubelet, kube-proxy and kube-scheduler: one node, 127.0.0.1.
   testbed pullcheck --secret FILE --image REF --cert-dir DIR [--map HOST=ADDR]...
       Pick the credentials from the Secret in FILE (JSON) for REF with kubelet's own matching
       code, and pull REF with skopeo using them. Exit 0 if a pull succeeded. --map pulls

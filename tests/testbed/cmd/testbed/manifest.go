@@ -24,6 +24,7 @@ type manifest struct {
 	Registry             registryInfo   `json:"registry"`
 	AWS                  awsInfo        `json:"aws"`
 	Pids                 map[string]int `json:"pids"`
+	Node                 *nodeInfo      `json:"node,omitempty"` // with --node
 }
 
 // writeManifest writes DIR/testbed.json and DIR/env and returns the manifest's path.
@@ -45,6 +46,9 @@ func (b *bed) writeManifest() (string, error) {
 		Registry:             b.registry,
 		AWS:                  b.aws,
 		Pids:                 map[string]int{},
+	}
+	if b.node != nil {
+		m.Node = &b.node.info
 	}
 	for _, p := range b.sup.procs {
 		m.Pids[p.name] = p.pid()

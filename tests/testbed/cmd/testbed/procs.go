@@ -24,10 +24,14 @@ func childAttr() *syscall.SysProcAttr {
 // proc is one long-running child process whose output goes to its own log file.
 type proc struct {
 	name    string
+	bin     string
+	args    []string
 	logPath string
-	cmd     *exec.Cmd
-	done    chan struct{} // closed once the process has exited and been reaped
-	err     error         // how it exited; valid after done is closed
+	// expected is set before a test bed command stops the process on purpose.
+	expected bool
+	cmd      *exec.Cmd
+	done     chan struct{} // closed once the process has exited and been reaped
+	err      error         // how it exited; valid after done is closed
 }
 
 func (p *proc) pid() int { return p.cmd.Process.Pid }
@@ -93,7 +97,7 @@ func (s *supervisor) start(name, bin string, args []string, logPath string) (*pr
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("cannot start %s: %v", name, err)
 	}
-	p := &proc{name: name, logPath: logPath, cmd: cmd, done: make(chan struct{})}
+	p := &proc{name: name, bin: bin, args: args, logPath: logPath, cmd: cmd, done: make(chan struct{})}
 	s.procs = append(s.procs, p)
 	go func() {
 		p.err = cmd.Wait()
@@ -101,6 +105,16 @@ func (s *supervisor) start(name, bin string, args []string, logPath string) (*pr
 		s.exits <- p
 	}()
 	return p, nil
+}
+
+// find returns the newest process started under name that is still running.
+func (s *supervisor) find(name string) *proc {
+	for i := len(s.procs) - 1; i >= 0; i-- {
+		if p := s.procs[i]; p.name == name && !p.exited() {
+			return p
+		}
+	}
+	return nil
 }
 
 // stopAll stops the children in reverse start order, so that nothing loses its backend

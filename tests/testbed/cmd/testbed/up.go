@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -34,6 +33,8 @@ type bed struct {
 	k8sVersion string
 	registry   registryInfo
 	aws        awsInfo
+	withNode   bool  // --node
+	node       *node // the node's state once prepareNode has run (node.go)
 }
 
 func (b *bed) path(elem ...string) string {
@@ -61,6 +62,7 @@ func upCmd(args []string) error {
 	bin := fs.String("bin", "", "directory holding etcd, kube-apiserver, kube-controller-manager and kubectl")
 	lifeline := fs.Bool("lifeline", false, "also tear down when stdin reaches EOF")
 	keep := fs.Bool("keep", false, "keep DIR after teardown")
+	withNode := fs.Bool("node", false, "also start a node: containerd, kubelet, kube-proxy and kube-scheduler (needs root)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -77,19 +79,20 @@ func upCmd(args []string) error {
 	signals := make(chan os.Signal, 1)
 	signal.Notify(signals, syscall.SIGINT, syscall.SIGTERM)
 	go func() { cancel(fmt.Errorf("received %v", <-signals)) }()
+	commands := make(chan command)
 	if *lifeline {
 		// The test kit holds the other end of stdin: EOF means the test process is gone.
-		go func() {
-			_, _ = io.Copy(io.Discard, os.Stdin)
+		// Lines before that are fault-test commands (see control.go).
+		go readCommands(os.Stdin, commands, func() {
 			cancel(errors.New("stdin reached EOF (--lifeline)"))
-		}()
+		})
 	}
 
 	registryBin, err := checkBinaries(*bin)
 	if err != nil {
 		return err
 	}
-	b := &bed{sup: newSupervisor()}
+	b := &bed{sup: newSupervisor(), withNode: *withNode}
 	if b.dir, err = prepareDir(*dir); err != nil {
 		return err
 	}
@@ -108,7 +111,7 @@ func upCmd(args []string) error {
 
 	began := time.Now()
 	if err := b.startAll(ctx, registryBin); err != nil {
-		b.sup.stopAll()
+		b.stopAll()
 		if errors.Is(err, errInterrupted) || ctx.Err() != nil {
 			removeDir()
 			return exitError{1, fmt.Sprintf("testbed: start-up interrupted: %v", context.Cause(ctx))}
@@ -128,7 +131,7 @@ func upCmd(args []string) error {
 	}
 	manifest, err := b.writeManifest()
 	if err != nil {
-		b.sup.stopAll()
+		b.stopAll()
 		logf("left %s for inspection", b.dir)
 		return err
 	}
@@ -139,18 +142,25 @@ func upCmd(args []string) error {
 	logf("kubeconfig: %s", b.kubeconfig)
 	logf("for a shell: source %s", b.path("env"))
 
-	select {
-	case <-ctx.Done():
-		logf("tearing down: %v", context.Cause(ctx))
-		b.sup.stopAll()
-		removeDir()
-		return nil
-	case p := <-b.sup.exits:
-		logf("%s exited unexpectedly; tearing down", p.name)
-		b.sup.stopAll()
-		logf("left %s for inspection", b.dir)
-		return exitError{1, fmt.Sprintf("testbed: %s exited unexpectedly (%s); log: %s",
-			p.name, p.exitStatus(), p.logPath)}
+	for {
+		select {
+		case <-ctx.Done():
+			logf("tearing down: %v", context.Cause(ctx))
+			b.stopAll()
+			removeDir()
+			return nil
+		case c := <-commands:
+			b.handle(ctx, c)
+		case p := <-b.sup.exits:
+			if p.expected {
+				continue
+			}
+			logf("%s exited unexpectedly; tearing down", p.name)
+			b.stopAll()
+			logf("left %s for inspection", b.dir)
+			return exitError{1, fmt.Sprintf("testbed: %s exited unexpectedly (%s); log: %s",
+				p.name, p.exitStatus(), p.logPath)}
+		}
 	}
 }
 
@@ -178,6 +188,9 @@ func (b *bed) startAll(ctx context.Context, registryBin string) error {
 	b.ports.etcdClient, b.ports.etcdPeer, b.ports.apiserver = ports[0], ports[1], ports[2]
 	b.ports.controllerManager, b.ports.registry = ports[3], ports[4]
 	b.ports.awsAPI, b.ports.awsControl, b.ports.awsFront = ports[5], ports[6], ports[7]
+	if err := b.nodeBeforeStart(); err != nil {
+		return err
+	}
 
 	etcd, err := b.launchEtcd()
 	if err != nil {
@@ -200,10 +213,17 @@ func (b *bed) startAll(ctx context.Context, registryBin string) error {
 	if err != nil {
 		return err
 	}
+	containerd, err := b.nodeLaunchRuntime()
+	if err != nil {
+		return err
+	}
 	if err := b.awaitRegistry(ctx, registry); err != nil {
 		return err
 	}
 	logf("registry is up; pushed %s", b.registry.Image)
+	if err := b.nodeBuildImages(ctx); err != nil {
+		return err
+	}
 	if err := b.awaitAPIServer(ctx, apiserver); err != nil {
 		return err
 	}
@@ -225,6 +245,9 @@ func (b *bed) startAll(ctx context.Context, registryBin string) error {
 		return err
 	}
 	logf("AWS emulator is up: API %s, ECR registry front %s", b.aws.Endpoint, b.aws.Front)
+	if err := b.nodeStart(ctx, containerd); err != nil {
+		return err
+	}
 	// A component may have died while the test bed was waiting for another one.
 	for _, p := range b.sup.procs {
 		if p.exited() {
