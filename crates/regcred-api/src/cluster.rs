@@ -1,6 +1,7 @@
 //! `ClusterRegistryCredential`: one credential kept right across many namespaces.
 
-use kube::CustomResource;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::{CustomResource, CustomResourceExt};
 use schemars::{JsonSchema, Schema};
 use serde::{Deserialize, Serialize};
 
@@ -35,7 +36,31 @@ pub struct ClusterRegistryCredentialSpec {
     pub namespaces: Option<NamespaceTargets>,
 }
 
+/// The CRD with its rules on the whole object.
+pub(crate) fn crd() -> CustomResourceDefinition {
+    let mut crd = ClusterRegistryCredential::crd();
+    let name = rules::PULL_SECRET_NAME;
+    // Whether the namespace `n` is surely targeted; with a selector it cannot be known here.
+    let targeted = |n: &str| {
+        format!(
+            "((!has(self.spec.namespaces) || (has(self.spec.namespaces.names) ? {n} in self.spec.namespaces.names : !has(self.spec.namespaces.selector))) && !(has(self.spec.namespaces) && has(self.spec.namespaces.exclude) && {n} in self.spec.namespaces.exclude))"
+        )
+    };
+    let source = targeted("r.static.secretRef.namespace");
+    let keys = targeted("r.ecr.auth.secretRef.namespace");
+    rules::add_root_rule(
+        &mut crd,
+        &format!(
+            "!has(self.spec) || !has(self.metadata.name) || self.spec.registries.all(r, !(has(r.static) && has(r.static.secretRef.namespace) && r.static.secretRef.name == {name} && {source}) && !(has(r.ecr) && has(r.ecr.auth) && has(r.ecr.auth.secretRef) && has(r.ecr.auth.secretRef.namespace) && r.ecr.auth.secretRef.name == {name} && {keys}))"
+        ),
+        "the pull Secret would have the name of a source Secret in a namespace this credential targets (the pull Secret is named secretName, or the credential's name when secretName is absent): set a different secretName, or exclude the source's namespace",
+        ".spec.secretName",
+    );
+    crd
+}
+
 fn sources_name_their_namespace(schema: &mut Schema) {
+    crate::spec::shared_spec_rules(schema);
     rules::add_rule(
         schema,
         "self.registries.all(r, !has(r.static) || has(r.static.secretRef.namespace))",
@@ -75,6 +100,12 @@ fn one_way_to_pick_namespaces(schema: &mut Schema) {
         "!(has(self.names) && has(self.selector))",
         "namespaces: set either names or selector, not both",
     );
+    rules::add_rule_at(
+        schema,
+        "!has(self.names) || !has(self.exclude) || !self.names.exists(n, n in self.exclude)",
+        "namespaces: a namespace is in both names and exclude; exclude wins, so it would never get the Secret: remove it from one of them",
+        ".exclude",
+    );
 }
 
 fn namespace_names(schema: &mut Schema) {
@@ -83,5 +114,9 @@ fn namespace_names(schema: &mut Schema) {
         schema,
         rules::DNS_LABEL,
         "namespace names must be valid DNS labels",
+    );
+    rules::unique(
+        schema,
+        "namespaces: names and exclude must not list a namespace twice",
     );
 }

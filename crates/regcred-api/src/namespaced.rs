@@ -1,6 +1,7 @@
 //! `RegistryCredential`: one namespace's credential, safe to hand to a tenant.
 
-use kube::CustomResource;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::{CustomResource, CustomResourceExt};
 use schemars::{JsonSchema, Schema};
 use serde::{Deserialize, Serialize};
 
@@ -31,7 +32,23 @@ pub struct RegistryCredentialSpec {
     pub credential: CredentialSpec,
 }
 
+/// The CRD with its rules on the whole object.
+pub(crate) fn crd() -> CustomResourceDefinition {
+    let mut crd = RegistryCredential::crd();
+    let name = rules::PULL_SECRET_NAME;
+    rules::add_root_rule(
+        &mut crd,
+        &format!(
+            "!has(self.spec) || !has(self.metadata.name) || self.spec.registries.all(r, !(has(r.static) && r.static.secretRef.name == {name}) && !(has(r.ecr) && has(r.ecr.auth) && has(r.ecr.auth.secretRef) && r.ecr.auth.secretRef.name == {name}))"
+        ),
+        "the pull Secret would have the name of a source Secret of this credential (the pull Secret is named secretName, or the credential's name when secretName is absent): set a different secretName",
+        ".spec.secretName",
+    );
+    crd
+}
+
 fn own_namespace_only(schema: &mut Schema) {
+    crate::spec::shared_spec_rules(schema);
     rules::add_rule(
         schema,
         "self.registries.all(r, !has(r.static) || !has(r.static.secretRef.namespace))",

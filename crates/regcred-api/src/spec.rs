@@ -14,7 +14,7 @@ use crate::rules;
 pub struct CredentialSpec {
     /// Registries whose credentials are merged into one `.dockerconfigjson`. Servers must
     /// be unique.
-    #[schemars(length(min = 1, max = 32), transform = unique_servers)]
+    #[schemars(length(min = 1, max = 32), transform = unique_hosts)]
     pub registries: Vec<Registry>,
 
     /// Name of the generated `kubernetes.io/dockerconfigjson` Secret in each target
@@ -43,13 +43,43 @@ pub struct CredentialSpec {
 fn duration(schema: &mut Schema) {
     rules::matches(
         schema,
-        r"^([0-9]+h)?([0-9]+m)?([0-9]+s)?$",
+        rules::DURATION,
         "renewBefore must be a duration such as 4h, 90m or 1h30m",
     );
+    // duration() fails with CEL's own type-conversion text on a huge value (99999999h):
+    // it is called only on a string short enough, and a longer one is simply too long.
     rules::add_rule(
         schema,
-        "!self.matches('^([0-9]+h)?([0-9]+m)?([0-9]+s)?$') || (duration(self) >= duration('1m') && duration(self) <= duration('168h'))",
+        &format!(
+            "!self.matches({}) || (self.matches({}) && duration(self) >= duration('1m') && duration(self) <= duration('168h'))",
+            rules::cel_regex(rules::DURATION),
+            rules::cel_regex(rules::DURATION_FOR_CEL),
+        ),
         "renewBefore must be between 1m and 168h",
+    );
+}
+
+/// The AWS registry domain of a region, as `regcred_providers::ecr::registry_host` has it,
+/// as a CEL expression over the region string `region`.
+fn ecr_domain(region: &str) -> String {
+    format!(
+        "({region}.startsWith('cn-') ? 'amazonaws.com.cn' : {region}.startsWith('us-isob-') ? 'sc2s.sgov.gov' : {region}.startsWith('us-iso-') ? 'c2s.ic.gov' : 'amazonaws.com')"
+    )
+}
+
+/// Rules of the shared spec that involve more than one field. Both kinds flatten the
+/// shared spec into their own, so each kind's schema transform calls this.
+pub(crate) fn shared_spec_rules(schema: &mut Schema) {
+    // ECR tokens live 12 hours: a longer renewBefore cannot be honoured, and the
+    // controller would fall back to a third of the lifetime.
+    rules::add_rule_at(
+        schema,
+        &format!(
+            "!has(self.renewBefore) || !self.renewBefore.matches({}) || !self.registries.exists(r, has(r.ecr)) || duration(self.renewBefore) < duration('12h')",
+            rules::cel_regex(rules::DURATION_FOR_CEL),
+        ),
+        "renewBefore must be shorter than 12h, the lifetime of an ECR token (the default is 4h, a third of it)",
+        ".renewBefore",
     );
 }
 
@@ -60,11 +90,25 @@ impl CredentialSpec {
     }
 }
 
-fn unique_servers(schema: &mut Schema) {
+fn unique_hosts(schema: &mut Schema) {
     rules::add_rule(
         schema,
         "self.all(r, !has(r.server) || self.filter(o, has(o.server) && o.server == r.server).size() == 1)",
         "registries: each server may appear only once (they are merged into one .dockerconfigjson)",
+    );
+    // Two entries writing one host: the merged .dockerconfigjson keeps only one of them.
+    rules::add_rule(
+        schema,
+        "self.all(r, !has(r.ecr) || !has(r.ecr.registryIds) || r.ecr.registryIds.all(id, self.filter(o, has(o.ecr) && o.ecr.region == r.ecr.region && has(o.ecr.registryIds) && id in o.ecr.registryIds).size() == 1))",
+        "registries: two ecr entries list the same account in the same region, so both would write the same registry host: list each account once per region",
+    );
+    rules::add_rule(
+        schema,
+        &format!(
+            "self.all(r, !has(r.ecr) || !has(r.ecr.registryIds) || r.ecr.registryIds.all(id, !self.exists(s, has(s.server) && s.server == id + '.dkr.ecr.' + r.ecr.region + '.' + {})))",
+            ecr_domain("r.ecr.region")
+        ),
+        "registries: a server is also the registry host of an account in an ecr entry (<id>.dkr.ecr.<region>.<domain>); each host may appear only once",
     );
 }
 
@@ -121,12 +165,18 @@ fn server(schema: &mut Schema) {
         rules::SERVER,
         "server must be host[:port][/path] in lowercase without a scheme, e.g. harbor.example.com or registry.example.com:5000/team",
     );
+    rules::port_in_range(
+        schema,
+        "^",
+        "server: the port must be a number from 1 to 65535 without leading zeros, e.g. registry.example.com:5000",
+    );
 }
 
 /// AWS ECR: one `GetAuthorizationToken` call per refresh, whatever the number of target
 /// namespaces; the token is written under each listed account's registry host.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(transform = ecr_rules)]
 pub struct EcrSource {
     /// AWS region of the registries, e.g. `eu-west-1` or `cn-north-1`.
     #[schemars(length(min = 1, max = 32), transform = region)]
@@ -150,6 +200,32 @@ pub struct EcrSource {
     pub endpoint: Option<String>,
 }
 
+fn ecr_rules(schema: &mut Schema) {
+    // IAM roles cannot be assumed across partitions, and STS is called in `region`.
+    rules::add_rule_at(
+        schema,
+        "!has(self.auth) || !has(self.auth.roleArn) || (self.region.startsWith('cn-') ? self.auth.roleArn.startsWith('arn:aws-cn:') : self.region.startsWith('us-gov-') ? self.auth.roleArn.startsWith('arn:aws-us-gov:') : self.region.startsWith('us-isob-') ? self.auth.roleArn.startsWith('arn:aws-iso-b:') : self.region.startsWith('us-iso-') ? self.auth.roleArn.startsWith('arn:aws-iso:') : (self.region.matches('^[a-z]{2}-(gov|iso)') || self.auth.roleArn.startsWith('arn:aws:')))",
+        "roleArn is in another AWS partition than region: use arn:aws-cn: for cn-* regions, arn:aws-us-gov: for us-gov-*, arn:aws-iso: for us-iso-*, arn:aws-iso-b: for us-isob-*, arn:aws: for the others",
+        ".auth.roleArn",
+    );
+    // A token is valid in the region of the API that issued it, and requests are signed
+    // for `region`: an AWS endpoint of another region cannot work.
+    rules::add_rule_at(
+        schema,
+        r"!has(self.endpoint) || !self.endpoint.matches('^https://[^/]*\\.amazonaws\\.com(\\.cn)?(:[0-9]+)?(/.*)?$') || self.endpoint.contains('.' + self.region + '.')",
+        "endpoint is an AWS endpoint of another region than region: use the ECR API endpoint of region (its host names the region, e.g. api.ecr.eu-west-1.amazonaws.com)",
+        ".endpoint",
+    );
+    // regcred writes <id>.dkr.ecr.<region>.<domain> and knows the domains of the
+    // partitions aws, aws-cn, aws-us-gov, aws-iso and aws-iso-b only.
+    rules::add_rule_at(
+        schema,
+        "!has(self.registryIds) || size(self.registryIds) == 0 || !self.region.matches('^[a-z]{2}-iso[ac-z]-')",
+        "registryIds: regcred does not know the registry hosts of this region's partition; omit registryIds to use the host of the token's proxyEndpoint",
+        ".registryIds",
+    );
+}
+
 fn region(schema: &mut Schema) {
     rules::matches(
         schema,
@@ -165,13 +241,19 @@ fn account_ids(schema: &mut Schema) {
         r"^[0-9]{12}$",
         "registryIds must be 12-digit AWS account IDs",
     );
+    rules::unique(schema, "registryIds must not list an account twice");
 }
 
 fn https_url(schema: &mut Schema) {
     rules::matches(
         schema,
-        r"^https://[a-z0-9.-]+(:[0-9]{1,5})?(/.*)?$",
-        "endpoint must be an https:// URL",
+        r"^https://[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*(:[0-9]{1,5})?(/[^\s?#]*)?$",
+        "endpoint must be an https:// URL with a lowercase host name, no spaces, query or fragment, e.g. https://api.ecr.eu-west-1.amazonaws.com",
+    );
+    rules::port_in_range(
+        schema,
+        "^https://",
+        "endpoint: the port must be a number from 1 to 65535 without leading zeros",
     );
 }
 
@@ -210,7 +292,7 @@ fn one_way_to_authenticate(schema: &mut Schema) {
 fn role_arn(schema: &mut Schema) {
     rules::matches(
         schema,
-        r"^arn:aws(-cn|-us-gov|-iso|-iso-b)?:iam::[0-9]{12}:role/[A-Za-z0-9+=,.@_/-]+$",
+        r"^arn:aws(-cn|-us-gov|-iso|-iso-b)?:iam::[0-9]{12}:role/([A-Za-z0-9+=,.@_-]+/)*[A-Za-z0-9+=,.@_-]{1,64}$",
         "roleArn must be an IAM role ARN such as arn:aws:iam::123456789012:role/ecr-pull",
     );
 }
@@ -218,6 +300,7 @@ fn role_arn(schema: &mut Schema) {
 /// A Secret holding AWS access keys, and the keys to read.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(transform = distinct_aws_keys)]
 pub struct AwsKeysRef {
     /// Name of the Secret. It must carry the label `regcred.io/source=true`.
     #[schemars(length(min = 1, max = 253), transform = source_name)]
@@ -243,6 +326,15 @@ pub struct AwsKeysRef {
     #[serde(default = "default_session_token_key")]
     #[schemars(length(min = 1, max = 253), transform = secret_key)]
     pub session_token_key: String,
+}
+
+fn distinct_aws_keys(schema: &mut Schema) {
+    rules::add_rule_at(
+        schema,
+        "!has(self.accessKeyIdKey) || !has(self.secretAccessKeyKey) || !has(self.sessionTokenKey) || (self.accessKeyIdKey != self.secretAccessKeyKey && self.accessKeyIdKey != self.sessionTokenKey && self.secretAccessKeyKey != self.sessionTokenKey)",
+        "secretRef: accessKeyIdKey, secretAccessKeyKey and sessionTokenKey must name three different keys",
+        ".secretAccessKeyKey",
+    );
 }
 
 fn default_access_key_id_key() -> String {
@@ -274,7 +366,7 @@ pub struct ServiceAccountRef {
 
     /// The token's audience, as the IAM OIDC provider expects it.
     #[serde(default = "default_audience")]
-    #[schemars(length(min = 1, max = 253))]
+    #[schemars(length(min = 1, max = 253), transform = audience)]
     pub audience: String,
 }
 
@@ -298,6 +390,14 @@ fn service_account_namespace(schema: &mut Schema) {
     );
 }
 
+fn audience(schema: &mut Schema) {
+    rules::matches(
+        schema,
+        r"^\S+$",
+        "serviceAccountRef.audience must not contain spaces",
+    );
+}
+
 fn audience_rules(schema: &mut Schema) {
     rules::add_rule(
         schema,
@@ -318,6 +418,7 @@ pub struct StaticSource {
 /// A reference to a source Secret and the keys to read from it.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(transform = distinct_login_keys)]
 pub struct SourceSecretRef {
     /// Name of the Secret.
     #[schemars(length(min = 1, max = 253), transform = source_name)]
@@ -338,6 +439,15 @@ pub struct SourceSecretRef {
     #[serde(default = "default_password_key")]
     #[schemars(length(min = 1, max = 253), transform = secret_key)]
     pub password_key: String,
+}
+
+fn distinct_login_keys(schema: &mut Schema) {
+    rules::add_rule_at(
+        schema,
+        "!has(self.usernameKey) || !has(self.passwordKey) || self.usernameKey != self.passwordKey",
+        "secretRef: usernameKey and passwordKey must name different keys",
+        ".passwordKey",
+    );
 }
 
 fn default_username_key() -> String {
@@ -368,7 +478,7 @@ fn secret_key(schema: &mut Schema) {
     rules::matches(
         schema,
         rules::SECRET_KEY,
-        "a Secret key may contain only letters, digits, '-', '_' and '.'",
+        "a Secret key may contain only letters, digits, '-', '_' and '.', and may not be '.' or start with '..'",
     );
 }
 
@@ -403,6 +513,7 @@ fn service_account_names(schema: &mut Schema) {
         rules::DNS_SUBDOMAIN,
         "serviceAccounts.names must be valid ServiceAccount names",
     );
+    rules::unique(schema, "serviceAccounts.names must not list a name twice");
 }
 
 /// A label selector, as in Kubernetes: all `matchLabels` and all `matchExpressions` must
@@ -425,11 +536,10 @@ fn match_labels(schema: &mut Schema) {
     if let Some(serde_json::Value::Object(values)) = schema.get_mut("additionalProperties") {
         values.insert("maxLength".into(), 63.into());
     }
-    let key = format!("'{}'", rules::LABEL_KEY.replace('\\', "\\\\"));
-    let value = format!("'{}'", rules::LABEL_VALUE.replace('\\', "\\\\"));
+    let value = rules::cel_regex(rules::LABEL_VALUE);
     rules::add_rule(
         schema,
-        &format!("self.all(k, k.size() <= 253 && k.matches({key}))"),
+        &format!("self.all(k, {})", rules::is_label_key("k")),
         "matchLabels keys must be valid label keys ([prefix/]name)",
     );
     rules::add_rule(
@@ -445,7 +555,7 @@ fn match_labels(schema: &mut Schema) {
 #[schemars(transform = requirement_rules)]
 pub struct SelectorRequirement {
     /// The label key.
-    #[schemars(length(min = 1, max = 316))]
+    #[schemars(length(min = 1, max = 317), transform = label_key)]
     pub key: String,
     /// One of `In`, `NotIn`, `Exists`, `DoesNotExist`.
     pub operator: SelectorOperator,
@@ -453,6 +563,14 @@ pub struct SelectorRequirement {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 64), transform = label_values)]
     pub values: Vec<String>,
+}
+
+fn label_key(schema: &mut Schema) {
+    rules::add_rule(
+        schema,
+        &rules::is_label_key("self"),
+        "matchExpressions keys must be valid label keys ([prefix/]name): an optional DNS subdomain and '/', then at most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit",
+    );
 }
 
 fn requirement_rules(schema: &mut Schema) {

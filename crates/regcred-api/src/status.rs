@@ -119,4 +119,9 @@ pub mod condition_reasons {
     pub const AWS_NOT_ALLOWED: &str = "AwsIdentityNotAllowed";
     /// The current token has expired and no new one could be minted.
     pub const EXPIRED: &str = "Expired";
+    /// A ServiceAccount token for ECR web identity could not be requested (denied,
+    /// throttled, or the API server failed).
+    pub const TOKEN_REQUEST_FAILED: &str = "TokenRequestFailed";
+    /// `ecr.endpoint` names a host the operator has not allowed for RegistryCredentials.
+    pub const AWS_ENDPOINT_NOT_ALLOWED: &str = "AwsEndpointNotAllowed";
 }
