@@ -1,0 +1,4 @@
+-- The "refresh" action is always available.
+local actions = {}
+actions["refresh"] = {["disabled"] = false}
+return actions
