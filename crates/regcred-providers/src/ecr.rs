@@ -14,6 +14,9 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use jiff::Timestamp;
 use secrecy::{ExposeSecret, SecretString};
+use std::time::Duration;
+
+use aws_config::timeout::TimeoutConfig;
 use tokio::sync::OnceCell;
 
 use crate::{Minted, RegistryAuth};
@@ -79,7 +82,11 @@ impl Ecr {
     /// loaded on first use: a controller without ECR registries never looks for it.
     async fn base(&self) -> &SdkConfig {
         self.base
-            .get_or_init(|| aws_config::defaults(BehaviorVersion::latest()).load())
+            .get_or_init(|| {
+                aws_config::defaults(BehaviorVersion::latest())
+                    .timeout_config(timeouts())
+                    .load()
+            })
             .await
     }
 
@@ -109,7 +116,9 @@ impl Ecr {
         let (username, password) = decode_token(data.authorization_token().unwrap_or_default())?;
         let expires_at = data
             .expires_at()
-            .and_then(|t| Timestamp::from_second(t.secs()).ok())
+            .and_then(|t| {
+                Timestamp::new(t.secs(), i32::try_from(t.subsec_nanos()).unwrap_or(0)).ok()
+            })
             .ok_or_else(|| EcrError::Other("GetAuthorizationToken returned no expiry".into()))?;
         let servers = match request.registry_ids {
             [] => {
@@ -142,6 +151,65 @@ impl Ecr {
             expires_at: Some(expires_at),
         })
     }
+}
+
+/// Every AWS call is bounded: an endpoint that accepts the connection and never answers
+/// must turn into an error (and a condition), not a refresh that waits forever.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
+pub const OPERATION_TIMEOUT: Duration = Duration::from_secs(25);
+
+fn timeouts() -> TimeoutConfig {
+    TimeoutConfig::builder()
+        .connect_timeout(CONNECT_TIMEOUT)
+        .read_timeout(ATTEMPT_TIMEOUT)
+        .operation_attempt_timeout(ATTEMPT_TIMEOUT)
+        .operation_timeout(OPERATION_TIMEOUT)
+        .build()
+}
+
+/// AWS's own endpoint domains: where an `ecr.endpoint` may point without the operator's
+/// say-so (a VPC endpoint is `vpce-….api.ecr.<region>.vpce.amazonaws.com`).
+const AWS_ENDPOINT_DOMAINS: [&str; 5] = [
+    "amazonaws.com",
+    "amazonaws.com.cn",
+    "api.aws",
+    "c2s.ic.gov",
+    "sc2s.sgov.gov",
+];
+
+/// Whether an `https://` endpoint's host is AWS's, or under one of `extra` (host suffixes
+/// the operator allowed). Anything that is not a plain `https://host[:port][/path]` is not.
+pub fn endpoint_allowed(endpoint: &str, extra: &[String]) -> bool {
+    let Some(rest) = endpoint.strip_prefix("https://") else {
+        return false;
+    };
+    let authority = rest.split('/').next().unwrap_or_default();
+    if authority.contains('@') {
+        return false;
+    }
+    let host = authority
+        .split(':')
+        .next()
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    // Plain DNS names only (no `?`, `#`, `\\`, ...: what a client might parse otherwise),
+    // and an ECR API host: AWS domains also hold customers' own hosts (S3, API Gateway).
+    let plain = host
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-');
+    let ecr_host = host
+        .split('.')
+        .any(|label| label == "ecr" || label == "ecr-fips");
+    if !plain || !ecr_host {
+        return false;
+    }
+    let under = |domain: &str| {
+        let domain = domain.trim_start_matches('.').to_ascii_lowercase();
+        !domain.is_empty() && (host == domain || host.ends_with(&format!(".{domain}")))
+    };
+    !host.is_empty()
+        && (AWS_ENDPOINT_DOMAINS.iter().any(|d| under(d)) || extra.iter().any(|d| under(d)))
 }
 
 /// The credentials for the ECR call; `None`: the controller's own chain as is.
@@ -256,7 +324,7 @@ where
         SdkError::ServiceError(service) => {
             let e = service.err();
             let code = e.code().unwrap_or("Unknown");
-            let message = format!("{code}: {}", e.message().unwrap_or("no message"));
+            let message = format!("{code}: {}", redact(e.message().unwrap_or("no message")));
             match code {
                 "AccessDeniedException" | "AccessDenied" => EcrError::AccessDenied(message),
                 "ThrottlingException" | "Throttling" | "TooManyRequestsException" => {
@@ -281,12 +349,72 @@ where
     }
 }
 
-/// The error with its causes, bounded: some causes are long debug dumps.
+/// The error with its causes, redacted and bounded: some causes are long debug dumps.
 fn short<E: std::error::Error>(error: &E) -> String {
-    let text = aws_sdk_ecr::error::DisplayErrorContext(error).to_string();
-    match text.char_indices().nth(300) {
-        Some((cut, _)) => format!("{}…", &text[..cut]),
-        None => text,
+    redact(&aws_sdk_ecr::error::DisplayErrorContext(error).to_string())
+}
+
+/// What of an error text may reach status, Events and logs: AWS messages and SDK error
+/// contexts can quote request signatures, pre-signed URLs, session tokens or key IDs, so
+/// every long opaque run of characters (and anything after a `Signature`/`Credential`/
+/// `Token` marker) is replaced, and the text is bounded.
+pub fn redact(text: &str) -> String {
+    const MAX_CHARS: usize = 300;
+    let mut out = String::with_capacity(text.len().min(MAX_CHARS + 1));
+    let separator = |c: char| c.is_whitespace() || c == '&' || c == ',';
+    let mut redact_next = false;
+    for word in text.split_inclusive(separator) {
+        let trimmed = word.trim_end_matches(separator);
+        let tail = &word[trimmed.len()..];
+        let lower = trimmed.to_ascii_lowercase();
+        let marker = [
+            "signature",
+            "credential",
+            "token",
+            "x-amz-",
+            "authorization",
+        ]
+        .iter()
+        .any(|m| lower.contains(m));
+        // ARNs name things and are kept whole (role and session names contain digits);
+        // access key IDs and long opaque runs (signatures, hashes, tokens) are not.
+        let arn = lower.starts_with("arn:");
+        let key_id = trimmed
+            .split(|c: char| !c.is_ascii_alphanumeric())
+            .any(|run| {
+                run.len() == 20
+                    && (run.starts_with("AKIA") || run.starts_with("ASIA"))
+                    && run
+                        .chars()
+                        .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit())
+            });
+        let opaque = !arn
+            && trimmed
+                .split(|c: char| !(c.is_ascii_alphanumeric() || "+=_%".contains(c)))
+                .any(|run| run.len() >= 20 && run.chars().any(|c| c.is_ascii_digit()));
+        if key_id
+            || opaque
+            || (redact_next && !trimmed.is_empty())
+            || (marker && trimmed.contains('='))
+        {
+            out.push_str("<redacted>");
+        } else {
+            out.push_str(trimmed);
+        }
+        out.push_str(tail);
+        redact_next = [
+            "authorization:",
+            "token:",
+            "credential:",
+            "signature:",
+            "key:",
+        ]
+        .iter()
+        .any(|m| lower.ends_with(m));
+    }
+    match out.char_indices().nth(MAX_CHARS) {
+        Some((cut, _)) => format!("{}…", &out[..cut]),
+        None => out,
     }
 }
 
@@ -316,6 +444,70 @@ mod tests {
             registry_host("123456789012", "us-iso-east-1"),
             "123456789012.dkr.ecr.us-iso-east-1.c2s.ic.gov"
         );
+    }
+
+    #[test]
+    fn endpoints_must_be_aws_hosts_unless_allowed() {
+        for ok in [
+            "https://api.ecr.eu-west-1.amazonaws.com",
+            "https://vpce-0abc.api.ecr.eu-west-1.vpce.amazonaws.com/",
+            "https://api.ecr.cn-north-1.amazonaws.com.cn:443",
+            "https://ecr.eu-west-1.api.aws",
+        ] {
+            assert!(endpoint_allowed(ok, &[]), "{ok}");
+        }
+        for bad in [
+            "https://evil.example.com",
+            "https://amazonaws.com.evil.example.com",
+            "https://evilamazonaws.com",
+            "http://api.ecr.eu-west-1.amazonaws.com",
+            "https://user@api.ecr.eu-west-1.amazonaws.com",
+            "https://",
+        ] {
+            assert!(!endpoint_allowed(bad, &[]), "{bad}");
+        }
+        for bad in [
+            "https://evil.example?x.api.ecr.eu-west-1.amazonaws.com",
+            "https://evil.example#.api.ecr.eu-west-1.amazonaws.com",
+            "https://my-bucket.s3.eu-west-1.amazonaws.com",
+            "https://abc123.execute-api.eu-west-1.amazonaws.com",
+        ] {
+            assert!(!endpoint_allowed(bad, &[]), "{bad}");
+        }
+        let extra = vec!["internal.example".to_owned()];
+        assert!(endpoint_allowed(
+            "https://api.ecr.internal.example:8443",
+            &extra
+        ));
+        assert!(!endpoint_allowed(
+            "https://api.ecr.internal.example.evil",
+            &extra
+        ));
+    }
+
+    #[test]
+    fn error_texts_lose_signatures_tokens_and_key_ids() {
+        let text = "SignatureDoesNotMatch: The request signature we calculated does not match. \
+            Authorization: AWS4-HMAC-SHA256 Credential=AKIAIOSFODNN7EXAMPLE/20261130/eu-west-1/ecr/aws4_request, \
+            Signature=5d672d79c15b13162d9279b0855cfba6789a8edb4c82c400e06b5924a6f2b5d7 \
+            url https://x/?X-Amz-Security-Token=IQoJb3JpZ2luX2VjEJr%2F%2F%2F%2F&X-Amz-Date=1";
+        let out = redact(text);
+        for secret in [
+            "AKIAIOSFODNN7EXAMPLE",
+            "5d672d79c15b13162d9279b0855cfba6789a8edb4c82c400e06b5924a6f2b5d7",
+            "IQoJb3JpZ2luX2VjEJr",
+        ] {
+            assert!(!out.contains(secret), "{out}");
+        }
+        assert!(
+            out.starts_with("SignatureDoesNotMatch: The request signature"),
+            "{out}"
+        );
+        let denied = "User: arn:aws:sts::123456789012:assumed-role/ecr-pull-team-1234567890/regcred-team-1234567890-ecr is not authorized to perform: ecr:GetAuthorizationToken";
+        assert_eq!(redact(denied), denied, "ARNs and actions stay readable");
+        let bare = redact("The access key ID AKIAABCDEFGHIJKLMNOP does not exist");
+        assert!(!bare.contains("AKIAABCDEFGHIJKLMNOP"), "{bare}");
+        assert!(redact(&"x ".repeat(1000)).chars().count() <= 301);
     }
 
     #[test]
