@@ -40,6 +40,7 @@ log "installing CRDs and RBAC"
 "$kubectl" wait --for=condition=Established crd --all --timeout=30s >/dev/null
 "$kubectl" apply -f "$root/config/manager/namespace.yaml" >/dev/null
 "$kubectl" apply -k "$root/config/rbac" >/dev/null
+"$kubectl" apply -k "$root/config/policy" >/dev/null
 
 log "starting the controller as system:serviceaccount:regcred-system:regcred"
 token=$("$kubectl" -n regcred-system create token regcred --duration=24h)
@@ -49,8 +50,12 @@ KUBECONFIG="$controller_kubeconfig" "$kubectl" config set-credentials regcred --
 KUBECONFIG="$controller_kubeconfig" "$kubectl" config set-context --current --user=regcred >/dev/null
 # AWS calls go to the bed's emulator, never to AWS or to an instance metadata service.
 aws_endpoint=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["aws"]["endpoint"])' "$info")
+# Probes and metrics on free loopback ports (the log says which), not 8080/8081 on every
+# interface of a workstation.
 KUBECONFIG="$controller_kubeconfig" AWS_ENDPOINT_URL="$aws_endpoint" AWS_REGION=eu-west-1 \
-  AWS_EC2_METADATA_DISABLED=true "$regcred" run >"$state/regcred.log" 2>&1 &
+  AWS_EC2_METADATA_DISABLED=true REGCRED_PROBE_ADDR="${REGCRED_PROBE_ADDR:-127.0.0.1:0}" \
+  REGCRED_METRICS_ADDR="${REGCRED_METRICS_ADDR:-127.0.0.1:0}" \
+  "$regcred" run >"$state/regcred.log" 2>&1 &
 pids+=("$!")
 
 log "applying config/samples against the local registry $registry"

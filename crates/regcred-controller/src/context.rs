@@ -15,37 +15,45 @@ use regcred_api::{ClusterRegistryCredential, RegistryCredential};
 use tokio::sync::watch;
 
 use crate::credential::{Credential, CredentialId, Kind, NamespaceView};
+use crate::named_secrets::NamedSecrets;
+use crate::signing::Signer;
 use crate::targets::{Claim, winner};
 
 /// Watch caches. Secrets are cached only when labelled managed or source.
 #[derive(Clone)]
-pub struct Stores {
-    pub credentials: Store<RegistryCredential>,
-    pub cluster_credentials: Store<ClusterRegistryCredential>,
-    pub namespaces: Store<PartialObjectMeta<Namespace>>,
-    pub service_accounts: Store<ServiceAccount>,
-    pub managed_secrets: Store<Secret>,
-    pub source_secrets: Store<Secret>,
+pub(crate) struct Stores {
+    pub(crate) credentials: Store<RegistryCredential>,
+    pub(crate) cluster_credentials: Store<ClusterRegistryCredential>,
+    pub(crate) namespaces: Store<PartialObjectMeta<Namespace>>,
+    pub(crate) service_accounts: Store<ServiceAccount>,
+    /// Secrets labelled managed: regcred's own and look-alikes; [`Stores::managed_secret`]
+    /// tells them apart.
+    pub(crate) managed_secrets: Store<Secret>,
+    pub(crate) source_secrets: Store<Secret>,
+    /// Verifies that a labelled Secret really is one regcred wrote.
+    pub(crate) signer: Signer,
+    /// Secrets of the names credentials write, whoever made them (metadata only).
+    pub(crate) named: NamedSecrets,
     /// Turns true once every cache has had its first full list (see [`ReadyGate`]).
-    pub ready: watch::Receiver<bool>,
+    pub(crate) ready: watch::Receiver<bool>,
 }
 
 impl Stores {
     /// Waits until every cache has had its first full list, so absence means absence.
-    pub async fn wait_ready(&self) {
+    pub(crate) async fn wait_ready(&self) {
         // An error means the sender is gone: shutdown, nothing left to wait for.
         let _ = self.ready.clone().wait_for(|ready| *ready).await;
     }
 
     /// A namespace that exists and is not being deleted.
-    pub fn live_namespace(&self, name: &str) -> Option<Arc<PartialObjectMeta<Namespace>>> {
+    pub(crate) fn live_namespace(&self, name: &str) -> Option<Arc<PartialObjectMeta<Namespace>>> {
         self.namespaces
             .get(&ObjectRef::new(name))
             .filter(|ns| ns.metadata.deletion_timestamp.is_none())
     }
 
     /// The live namespaces `credential` covers, sorted.
-    pub fn target_namespaces<C: Credential>(&self, credential: &C) -> Vec<String> {
+    pub(crate) fn target_namespaces<C: Credential>(&self, credential: &C) -> Vec<String> {
         let mut names: Vec<String> = match C::KIND {
             Kind::Namespaced => credential
                 .meta()
@@ -74,7 +82,7 @@ impl Stores {
     }
 
     /// Whether `credential` covers the live namespace `namespace`.
-    pub fn covers<C: Credential>(&self, credential: &C, namespace: &str) -> bool {
+    pub(crate) fn covers<C: Credential>(&self, credential: &C, namespace: &str) -> bool {
         let Some(ns) = self.live_namespace(namespace) else {
             return false;
         };
@@ -86,7 +94,7 @@ impl Stores {
     }
 
     /// Every credential that wants a Secret named `secret` in `namespace`.
-    pub fn claims(&self, namespace: &str, secret: &str) -> Vec<Claim> {
+    pub(crate) fn claims(&self, namespace: &str, secret: &str) -> Vec<Claim> {
         let mut claims = Vec::new();
         self.for_each_covering(namespace, |id, created, secret_name| {
             if secret_name == secret {
@@ -97,12 +105,12 @@ impl Stores {
     }
 
     /// The credential that may write `secret` in `namespace`.
-    pub fn winner(&self, namespace: &str, secret: &str) -> Option<CredentialId> {
+    pub(crate) fn winner(&self, namespace: &str, secret: &str) -> Option<CredentialId> {
         winner(&self.claims(namespace, secret)).map(|c| c.id.clone())
     }
 
     /// Calls `f(id, created, secret name)` for each credential covering `namespace`.
-    pub fn for_each_covering(
+    pub(crate) fn for_each_covering(
         &self,
         namespace: &str,
         mut f: impl FnMut(CredentialId, Option<jiff::Timestamp>, String),
@@ -119,39 +127,81 @@ impl Stores {
         }
     }
 
-    /// Whether the credential with this identity exists (in the cache).
-    pub fn credential_exists(&self, id: &CredentialId) -> bool {
+    /// Whether the credential with this identity exists and is not being deleted.
+    pub(crate) fn credential_live(&self, id: &CredentialId) -> bool {
+        self.with_credential(id, |c| c.deletion_timestamp.is_none())
+            .unwrap_or(false)
+    }
+
+    /// Whether the credential `id` covers the ServiceAccount `namespace/name` now.
+    pub(crate) fn credential_covers_service_account(
+        &self,
+        id: &CredentialId,
+        namespace: &str,
+        name: &str,
+        labels: Option<&BTreeMap<String, String>>,
+    ) -> bool {
+        let covers = |spec: &regcred_api::CredentialSpec| {
+            crate::targets::covers_service_account(spec, name, labels)
+        };
         match (id.kind, &id.namespace) {
             (Kind::Namespaced, Some(ns)) => self
                 .credentials
                 .get(&ObjectRef::new(&id.name).within(ns))
-                .is_some(),
+                .is_some_and(|c| self.covers(&*c, namespace) && covers(c.spec())),
             (Kind::Cluster, None) => self
                 .cluster_credentials
                 .get(&ObjectRef::new(&id.name))
-                .is_some(),
+                .is_some_and(|c| self.covers(&*c, namespace) && covers(c.spec())),
             _ => false,
         }
     }
 
-    /// The managed Secret `name` in `namespace`, if regcred manages one there.
-    pub fn managed_secret(&self, namespace: &str, name: &str) -> Option<Arc<Secret>> {
+    fn with_credential<T>(
+        &self,
+        id: &CredentialId,
+        f: impl FnOnce(&k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> T,
+    ) -> Option<T> {
+        match (id.kind, &id.namespace) {
+            (Kind::Namespaced, Some(ns)) => self
+                .credentials
+                .get(&ObjectRef::new(&id.name).within(ns))
+                .map(|c| f(&c.metadata)),
+            (Kind::Cluster, None) => self
+                .cluster_credentials
+                .get(&ObjectRef::new(&id.name))
+                .map(|c| f(&c.metadata)),
+            _ => None,
+        }
+    }
+
+    /// The Secret `name` in `namespace`, if regcred wrote it (signature checked: the
+    /// label alone proves nothing).
+    pub(crate) fn managed_secret(&self, namespace: &str, name: &str) -> Option<Arc<Secret>> {
+        self.labelled_secret(namespace, name)
+            .filter(|s| self.signer.is_managed(s))
+    }
+
+    /// A Secret labelled managed, whoever wrote it.
+    pub(crate) fn labelled_secret(&self, namespace: &str, name: &str) -> Option<Arc<Secret>> {
         self.managed_secrets
             .get(&ObjectRef::new(name).within(namespace))
     }
 
-    /// Managed Secrets that record `owner` as their owner.
-    pub fn secrets_owned_by(&self, owner: &CredentialId) -> Vec<Arc<Secret>> {
+    /// Secrets regcred wrote for `owner`.
+    pub(crate) fn secrets_owned_by(&self, owner: &CredentialId) -> Vec<Arc<Secret>> {
         let key = owner.to_string();
         self.managed_secrets
             .state()
             .into_iter()
-            .filter(|s| owner_of(s).as_deref() == Some(key.as_str()))
+            .filter(|s| owner_of(s).as_deref() == Some(key.as_str()) && self.signer.is_managed(s))
             .collect()
     }
 
     /// ServiceAccounts grouped by namespace.
-    pub fn service_accounts_by_namespace(&self) -> HashMap<String, Vec<Arc<ServiceAccount>>> {
+    pub(crate) fn service_accounts_by_namespace(
+        &self,
+    ) -> HashMap<String, Vec<Arc<ServiceAccount>>> {
         let mut by_ns: HashMap<String, Vec<Arc<ServiceAccount>>> = HashMap::new();
         for sa in self.service_accounts.state() {
             if let Some(ns) = sa.metadata.namespace.clone() {
@@ -168,20 +218,20 @@ impl Stores {
 /// receiver keeps one waker, and each controller already waits on its own store), so the
 /// reconcilers wait here instead: each watch reports its first `InitDone`, and a watch
 /// channel wakes every waiter.
-pub struct ReadyGate {
+pub(crate) struct ReadyGate {
     pending: Mutex<BTreeSet<&'static str>>,
     open: watch::Sender<bool>,
 }
 
 impl ReadyGate {
-    pub fn new(caches: &[&'static str]) -> (Arc<Self>, watch::Receiver<bool>) {
+    pub(crate) fn new(caches: &[&'static str]) -> (Arc<Self>, watch::Receiver<bool>) {
         let (open, ready) = watch::channel(caches.is_empty());
         let pending = Mutex::new(caches.iter().copied().collect());
         (Arc::new(ReadyGate { pending, open }), ready)
     }
 
     /// Records that `cache` finished its initial list.
-    pub fn listed(&self, cache: &'static str) {
+    pub(crate) fn listed(&self, cache: &'static str) {
         let mut pending = self.pending.lock().expect("ready gate lock");
         if pending.remove(cache) && pending.is_empty() {
             self.open.send_replace(true);
@@ -190,7 +240,7 @@ impl ReadyGate {
 }
 
 /// The owner key a managed Secret records.
-pub fn owner_of(secret: &Secret) -> Option<String> {
+pub(crate) fn owner_of(secret: &Secret) -> Option<String> {
     secret
         .metadata
         .annotations
@@ -203,10 +253,19 @@ fn created<C: Credential>(c: &C) -> Option<jiff::Timestamp> {
     c.meta().creation_timestamp.as_ref().map(|t| t.0)
 }
 
+/// What a backoff counts failures of.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum RetryKey {
+    /// Failed reconciles of one object (the controllers' error policy).
+    Reconcile(ObjectKey),
+    /// Failed mints of one credential, counted apart from API errors.
+    Mint(CredentialId),
+}
+
 /// Per-object retry state for exponential backoff.
 #[derive(Default)]
-pub struct Backoff {
-    failures: Mutex<BTreeMap<String, u32>>,
+pub(crate) struct Backoff {
+    failures: Mutex<BTreeMap<RetryKey, u32>>,
 }
 
 impl Backoff {
@@ -214,9 +273,9 @@ impl Backoff {
     const CAP: Duration = Duration::from_secs(300);
 
     /// Records a failure of `key` and returns how long to wait before retrying.
-    pub fn next(&self, key: &str) -> Duration {
+    pub(crate) fn next(&self, key: &RetryKey) -> Duration {
         let mut failures = self.failures.lock().expect("backoff lock");
-        let n = failures.entry(key.to_owned()).or_default();
+        let n = failures.entry(key.clone()).or_default();
         *n = n.saturating_add(1);
         Self::BASE
             .saturating_mul(1 << (*n - 1).min(9))
@@ -224,26 +283,26 @@ impl Backoff {
     }
 
     /// Forgets the failures of `key` after a success.
-    pub fn reset(&self, key: &str) {
+    pub(crate) fn reset(&self, key: &RetryKey) {
         self.failures.lock().expect("backoff lock").remove(key);
     }
 }
 
 /// When each credential's status was last written, to space out writes.
 #[derive(Default)]
-pub struct StatusWrites {
+pub(crate) struct StatusWrites {
     last: Mutex<HashMap<String, Instant>>,
 }
 
 impl StatusWrites {
     /// How long to wait before writing `key`'s status again, if `interval` has not passed.
-    pub fn too_soon(&self, key: &str, interval: Duration) -> Option<Duration> {
+    pub(crate) fn too_soon(&self, key: &str, interval: Duration) -> Option<Duration> {
         let last = self.last.lock().expect("status writes lock");
         let elapsed = last.get(key)?.elapsed();
         (elapsed < interval).then(|| interval - elapsed)
     }
 
-    pub fn record(&self, key: &str) {
+    pub(crate) fn record(&self, key: &str) {
         self.last
             .lock()
             .expect("status writes lock")
@@ -260,21 +319,63 @@ impl StatusWrites {
 /// the reconcile waits for the watch event instead of acting. Entries expire, so a lost
 /// event cannot block anything for long.
 #[derive(Default)]
-pub struct CacheLag {
-    replaced: Mutex<HashMap<String, (Option<String>, Instant)>>,
+pub(crate) struct CacheLag {
+    replaced: Mutex<HashMap<ObjectKey, (Option<String>, Instant)>>,
+}
+
+/// A namespaced object of one of the kinds regcred writes.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) struct ObjectKey {
+    pub(crate) kind: &'static str,
+    pub(crate) namespace: String,
+    pub(crate) name: String,
+}
+
+impl ObjectKey {
+    pub(crate) fn secret(namespace: &str, name: &str) -> Self {
+        Self::new("Secret", namespace, name)
+    }
+
+    pub(crate) fn service_account(namespace: &str, name: &str) -> Self {
+        Self::new("ServiceAccount", namespace, name)
+    }
+
+    pub(crate) fn new(kind: &'static str, namespace: &str, name: &str) -> Self {
+        ObjectKey {
+            kind,
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+        }
+    }
+
+    /// The key of any namespaced or cluster-scoped object (for the error policy).
+    pub(crate) fn of<K: kube::Resource<DynamicType = ()>>(object: &K) -> Self {
+        let kind = match K::kind(&()).as_ref() {
+            "RegistryCredential" => "RegistryCredential",
+            "ClusterRegistryCredential" => "ClusterRegistryCredential",
+            "ServiceAccount" => "ServiceAccount",
+            _ => "Other",
+        };
+        let meta = object.meta();
+        Self::new(
+            kind,
+            meta.namespace.as_deref().unwrap_or_default(),
+            meta.name.as_deref().unwrap_or_default(),
+        )
+    }
 }
 
 impl CacheLag {
     const EXPIRY: Duration = Duration::from_secs(10);
 
     /// Records that regcred replaced `version` of `key` (`None`: it created `key`).
-    pub fn wrote(&self, key: &str, replaced: Option<String>) {
+    pub(crate) fn wrote(&self, key: &ObjectKey, replaced: Option<String>) {
         let mut map = self.replaced.lock().expect("cache lag lock");
-        map.insert(key.to_owned(), (replaced, Instant::now()));
+        map.insert(key.clone(), (replaced, Instant::now()));
     }
 
     /// Whether the cache's `version` of `key` is one regcred has already replaced.
-    pub fn is_stale(&self, key: &str, version: Option<&str>) -> bool {
+    pub(crate) fn is_stale(&self, key: &ObjectKey, version: Option<&str>) -> bool {
         let mut map = self.replaced.lock().expect("cache lag lock");
         match map.get(key) {
             Some((replaced, at))
@@ -294,7 +395,7 @@ impl CacheLag {
     /// The watch delivered `version` of `key` (`None`: its deletion). Only a version other
     /// than the replaced one means the cache has caught up: an older event still in flight
     /// (the object's creation, say) must not clear the mark.
-    pub fn seen(&self, key: &str, version: Option<&str>) {
+    pub(crate) fn seen(&self, key: &ObjectKey, version: Option<&str>) {
         let mut map = self.replaced.lock().expect("cache lag lock");
         if version.is_none()
             || map
@@ -306,47 +407,74 @@ impl CacheLag {
     }
 }
 
-/// Secrets found to exist without being regcred's: regcred does not watch them (it caches
-/// only its own), so instead of asking again on every reconcile it asks again after
-/// [`UnmanagedSecrets::RETRY`] (or on a refresh request).
-#[derive(Default)]
-pub struct UnmanagedSecrets {
-    refused: Mutex<HashMap<(String, String), Instant>>,
+/// Answers worth remembering for a while instead of asking the API server on every
+/// reconcile: a same-named Secret found by a refused create (where no watch of that name
+/// knows, see [`crate::named_secrets`]), a source found missing or unlabelled.
+pub(crate) struct Remembered<V> {
+    ttl: Duration,
+    entries: Mutex<HashMap<ObjectKey, (V, Instant)>>,
 }
 
-impl UnmanagedSecrets {
-    pub const RETRY: Duration = Duration::from_secs(300);
-
-    /// Whether creating `namespace/name` was refused within [`Self::RETRY`].
-    pub fn known(&self, namespace: &str, name: &str) -> bool {
-        let refused = self.refused.lock().expect("unmanaged lock");
-        refused
-            .get(&(namespace.to_owned(), name.to_owned()))
-            .is_some_and(|at| at.elapsed() < Self::RETRY)
+impl<V: Clone> Remembered<V> {
+    pub(crate) fn new(ttl: Duration) -> Self {
+        Remembered {
+            ttl,
+            entries: Mutex::default(),
+        }
     }
 
-    pub fn record(&self, namespace: &str, name: &str) {
-        let mut refused = self.refused.lock().expect("unmanaged lock");
-        refused.insert((namespace.to_owned(), name.to_owned()), Instant::now());
+    /// The answer recorded for `key` within the last `ttl`.
+    pub(crate) fn get(&self, key: &ObjectKey) -> Option<V> {
+        let entries = self.entries.lock().expect("remembered lock");
+        entries
+            .get(key)
+            .filter(|(_, at)| at.elapsed() < self.ttl)
+            .map(|(v, _)| v.clone())
+    }
+
+    pub(crate) fn record(&self, key: ObjectKey, value: V) {
+        let mut entries = self.entries.lock().expect("remembered lock");
+        entries.retain(|_, (_, at)| at.elapsed() < self.ttl);
+        entries.insert(key, (value, Instant::now()));
+    }
+
+    pub(crate) fn forget(&self, key: &ObjectKey) {
+        self.entries.lock().expect("remembered lock").remove(key);
     }
 }
 
 /// What every reconcile gets.
-pub struct Context {
-    pub client: Client,
-    pub stores: Stores,
-    pub recorder: Recorder,
-    pub backoff: Backoff,
-    pub status_writes: StatusWrites,
-    pub unmanaged: UnmanagedSecrets,
-    pub cache_lag: Arc<CacheLag>,
+pub(crate) struct Context {
+    pub(crate) client: Client,
+    pub(crate) stores: Stores,
+    pub(crate) recorder: Recorder,
+    pub(crate) backoff: Backoff,
+    pub(crate) status_writes: StatusWrites,
+    /// Same-named Secrets that are not regcred's, found by a refused create.
+    pub(crate) unmanaged: Remembered<()>,
+    /// Sources found missing or unlabelled (a metadata GET each).
+    pub(crate) missing_sources: Remembered<crate::sources::SourceError>,
+    pub(crate) cache_lag: Arc<CacheLag>,
     /// How many namespaces one credential writes to at once.
-    pub namespace_concurrency: usize,
+    pub(crate) namespace_concurrency: usize,
     /// Mints ECR tokens with the controller's AWS configuration.
-    pub ecr: regcred_providers::Ecr,
-    pub tokens: crate::minting::TokenCache,
+    pub(crate) ecr: regcred_providers::Ecr,
+    pub(crate) tokens: crate::minting::TokenCache,
     /// Whether a `RegistryCredential` may use the controller's own AWS identity.
-    pub allow_controller_aws_identity: bool,
+    pub(crate) allow_controller_aws_identity: bool,
+    /// Host suffixes a `RegistryCredential`'s `ecr.endpoint` may name besides AWS's own.
+    pub(crate) allowed_ecr_endpoints: Vec<String>,
+    /// Whether this replica leads (see [`crate::lease`]): only the leader writes.
+    pub(crate) leading: watch::Receiver<bool>,
+    pub(crate) metrics: Arc<crate::metrics::Metrics>,
+    /// False in admission's Pod mode: ServiceAccounts are left alone, Pods get the list.
+    pub(crate) patch_service_accounts: bool,
+}
+
+impl Context {
+    pub(crate) fn is_leader(&self) -> bool {
+        *self.leading.borrow()
+    }
 }
 
 #[cfg(test)]
@@ -379,45 +507,76 @@ mod tests {
     #[test]
     fn cache_lag_recognises_only_the_replaced_version() {
         let lag = CacheLag::default();
-        assert!(!lag.is_stale("ns/a", None));
-        lag.wrote("ns/a", None);
-        assert!(lag.is_stale("ns/a", None), "created, not in the cache yet");
-        assert!(!lag.is_stale("ns/a", Some("5")), "the cache caught up");
-        lag.wrote("ns/a", Some("5".into()));
-        assert!(lag.is_stale("ns/a", Some("5")));
+        let key = |name: &str| ObjectKey::secret("ns", name);
+        assert!(!lag.is_stale(&key("a"), None));
+        lag.wrote(&key("a"), None);
         assert!(
-            !lag.is_stale("ns/a", Some("6")),
+            lag.is_stale(&key("a"), None),
+            "created, not in the cache yet"
+        );
+        assert!(!lag.is_stale(&key("a"), Some("5")), "the cache caught up");
+        lag.wrote(&key("a"), Some("5".into()));
+        assert!(lag.is_stale(&key("a"), Some("5")));
+        assert!(
+            !lag.is_stale(&key("a"), Some("6")),
             "a newer version, ours or someone else's"
         );
         assert!(
-            !lag.is_stale("ns/a", Some("5")),
+            !lag.is_stale(&key("a"), Some("5")),
             "forgotten once the cache moved on"
         );
-        lag.wrote("ns/b", None);
-        lag.seen("ns/b", Some("7"));
-        assert!(!lag.is_stale("ns/b", None), "delivered, then deleted");
-        lag.wrote("ns/c", Some("3".into()));
-        lag.seen("ns/c", Some("3"));
+        lag.wrote(&key("b"), None);
+        lag.seen(&key("b"), Some("7"));
+        assert!(!lag.is_stale(&key("b"), None), "delivered, then deleted");
+        lag.wrote(&key("c"), Some("3".into()));
+        lag.seen(&key("c"), Some("3"));
         assert!(
-            lag.is_stale("ns/c", Some("3")),
+            lag.is_stale(&key("c"), Some("3")),
             "a late event of the replaced version"
         );
-        lag.seen("ns/c", Some("4"));
-        assert!(!lag.is_stale("ns/c", Some("3")));
+        lag.seen(&key("c"), Some("4"));
+        assert!(!lag.is_stale(&key("c"), Some("3")));
     }
 
     #[test]
     fn backoff_doubles_to_a_cap_and_resets() {
         let b = Backoff::default();
-        assert_eq!(b.next("a"), Duration::from_secs(1));
-        assert_eq!(b.next("a"), Duration::from_secs(2));
-        assert_eq!(b.next("a"), Duration::from_secs(4));
-        assert_eq!(b.next("b"), Duration::from_secs(1));
+        let a = RetryKey::Reconcile(ObjectKey::service_account("ns", "a"));
+        let mint = RetryKey::Mint(CredentialId {
+            kind: Kind::Cluster,
+            namespace: None,
+            name: "a".into(),
+        });
+        assert_eq!(b.next(&a), Duration::from_secs(1));
+        assert_eq!(b.next(&a), Duration::from_secs(2));
+        assert_eq!(b.next(&a), Duration::from_secs(4));
+        assert_eq!(b.next(&mint), Duration::from_secs(1), "counted apart");
         for _ in 0..20 {
-            b.next("a");
+            b.next(&a);
         }
-        assert_eq!(b.next("a"), Duration::from_secs(300));
-        b.reset("a");
-        assert_eq!(b.next("a"), Duration::from_secs(1));
+        assert_eq!(b.next(&a), Duration::from_secs(300));
+        b.reset(&a);
+        assert_eq!(b.next(&a), Duration::from_secs(1));
+    }
+
+    #[test]
+    fn secrets_and_service_accounts_of_one_name_are_different_keys() {
+        let lag = CacheLag::default();
+        lag.wrote(&ObjectKey::secret("ns", "x"), Some("5".into()));
+        assert!(!lag.is_stale(&ObjectKey::service_account("ns", "x"), Some("5")));
+        assert!(lag.is_stale(&ObjectKey::secret("ns", "x"), Some("5")));
+    }
+
+    #[test]
+    fn remembered_answers_expire() {
+        let r = Remembered::new(Duration::from_millis(50));
+        let key = ObjectKey::secret("ns", "x");
+        r.record(key.clone(), 1);
+        assert_eq!(r.get(&key), Some(1));
+        std::thread::sleep(Duration::from_millis(60));
+        assert_eq!(r.get(&key), None);
+        r.record(key.clone(), 2);
+        r.forget(&key);
+        assert_eq!(r.get(&key), None);
     }
 }

@@ -17,13 +17,13 @@ use crate::selector;
 
 /// Which of the two kinds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Kind {
+pub(crate) enum Kind {
     Namespaced,
     Cluster,
 }
 
 impl Kind {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Kind::Namespaced => "RegistryCredential",
             Kind::Cluster => "ClusterRegistryCredential",
@@ -33,15 +33,15 @@ impl Kind {
 
 /// A credential's identity; its string form is what managed objects record as owner.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct CredentialId {
-    pub kind: Kind,
-    pub namespace: Option<String>,
-    pub name: String,
+pub(crate) struct CredentialId {
+    pub(crate) kind: Kind,
+    pub(crate) namespace: Option<String>,
+    pub(crate) name: String,
 }
 
 impl CredentialId {
     /// Parses `RegistryCredential/<ns>/<name>` or `ClusterRegistryCredential/<name>`.
-    pub fn parse(key: &str) -> Option<Self> {
+    pub(crate) fn parse(key: &str) -> Option<Self> {
         let mut parts = key.split('/');
         let id = match (parts.next()?, parts.next()?, parts.next()) {
             ("RegistryCredential", ns, Some(name)) => CredentialId {
@@ -71,13 +71,13 @@ impl fmt::Display for CredentialId {
 }
 
 /// What targeting needs to know of a namespace.
-pub struct NamespaceView<'a> {
-    pub name: &'a str,
-    pub labels: Option<&'a BTreeMap<String, String>>,
+pub(crate) struct NamespaceView<'a> {
+    pub(crate) name: &'a str,
+    pub(crate) labels: Option<&'a BTreeMap<String, String>>,
 }
 
 /// Behaviour both kinds share.
-pub trait Credential:
+pub(crate) trait Credential:
     Resource<DynamicType = ()>
     + Clone
     + fmt::Debug

@@ -23,7 +23,7 @@ struct Entry<'a> {
 
 /// Encodes the entries as `.dockerconfigjson` bytes. Servers are sorted, so the same
 /// credentials always give the same bytes and an unchanged Secret is never rewritten.
-pub fn encode(entries: &[RegistryAuth]) -> Vec<u8> {
+pub(crate) fn encode(entries: &[RegistryAuth]) -> Vec<u8> {
     let auths = entries
         .iter()
         .map(|entry| {

@@ -6,19 +6,25 @@
 pub enum Error {
     #[error("Kubernetes API request failed: {0}")]
     Kube(#[from] kube::Error),
-    #[error("could not encode a request: {0}")]
-    Encode(#[from] serde_json::Error),
     #[error("{0} kept changing under concurrent writers")]
     Contended(String),
+    #[error("signing key: {0}")]
+    SigningKey(String),
+    #[error("leadership lost: {0}")]
+    LeaseLost(String),
+    #[error("admission webhook: {0}")]
+    Admission(String),
 }
 
 impl Error {
     /// A short label for logs and metrics.
-    pub fn kind(&self) -> &'static str {
+    pub(crate) fn kind(&self) -> &'static str {
         match self {
             Error::Kube(_) => "kube",
-            Error::Encode(_) => "encode",
             Error::Contended(_) => "contended",
+            Error::SigningKey(_) => "signing-key",
+            Error::LeaseLost(_) => "lease-lost",
+            Error::Admission(_) => "admission",
         }
     }
 }

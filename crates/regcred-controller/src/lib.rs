@@ -4,27 +4,45 @@
 //! - [`credential`] gives both kinds one face;
 //! - [`targets`] decides, purely, which namespaces and ServiceAccounts a credential covers
 //!   and which credential wins a contested Secret;
-//! - [`sources`] (static) and [`minting`] with [`schedule`] (ECR) gather credentials,
+//! - [`sources`] (static) and [`minting`] with [`refresh`] and [`schedule`] (ECR) gather
+//!   credentials,
 //!   [`dockerconfig`] turns them into Secret content;
 //! - [`secrets`] writes the pull Secrets, [`service_accounts`] keeps `imagePullSecrets`;
-//! - [`status`] reports; [`run`] wires watches, caches and the two reconcilers.
+//! - [`status`] reports, [`metrics`] counts; [`run`] wires watches, caches and the
+//!   reconcilers;
+//! - [`admission`] mutates ServiceAccounts (or Pods) on create with the same plan, over
+//!   TLS that [`webhook_tls`] keeps.
 #![forbid(unsafe_code)]
 
-pub mod context;
-pub mod credential;
-pub mod dockerconfig;
-pub mod error;
-pub mod minting;
-pub mod pull_secrets;
-pub mod reconcile;
-pub mod run;
-pub mod schedule;
-pub mod secrets;
-pub mod selector;
-pub mod service_accounts;
-pub mod sources;
-pub mod status;
-pub mod targets;
-pub mod triggers;
+mod admission;
+#[cfg(test)]
+mod api_mock;
+mod context;
+mod credential;
+mod dockerconfig;
+mod error;
+mod lease;
+mod metrics;
+mod minting;
+mod named_secrets;
+mod pull_secrets;
+mod reconcile;
+mod refresh;
+mod run;
+mod schedule;
+mod secrets;
+mod selector;
+mod service_accounts;
+mod signing;
+mod sources;
+mod status;
+mod targets;
+mod triggers;
+mod webhook_tls;
 
+pub use admission::{AdmissionMode, AdmissionSettings};
+pub use error::Error;
+pub use lease::LeaseSettings;
+pub use metrics::{KubeRequestsLayer, Metrics};
 pub use run::{Config, run};
+pub use webhook_tls::WebhookTlsSettings;

@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
+use std::time::Duration;
 
 use jiff::Timestamp;
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
@@ -24,52 +25,59 @@ use crate::error::Error;
 use crate::secrets::DOCKER_CONFIG_KEY;
 use crate::sources::{SourceError, is_source};
 
-/// Annotations on managed Secrets that let a restarted controller resume the schedule.
-pub const ISSUED_AT_ANNOTATION: &str = "regcred.io/issued-at";
-pub const EXPIRES_AT_ANNOTATION: &str = "regcred.io/expires-at";
-pub const INPUTS_ANNOTATION: &str = "regcred.io/inputs";
+pub(crate) use crate::signing::{EXPIRES_AT_ANNOTATION, INPUTS_ANNOTATION, ISSUED_AT_ANNOTATION};
 
 /// The role a ServiceAccount stands for, as EKS (IRSA) annotates it.
-pub const ROLE_ANNOTATION: &str = "eks.amazonaws.com/role-arn";
+pub(crate) const ROLE_ANNOTATION: &str = "eks.amazonaws.com/role-arn";
 
 /// How long the ServiceAccount tokens regcred requests live: only as long as the exchange.
 const WEB_IDENTITY_TOKEN_SECONDS: i64 = 600;
 
+/// A TokenRequest that takes longer has failed.
+const TOKEN_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A whole mint (identity, STS, ECR) that takes longer has failed, whatever the SDK's own
+/// timeouts do: status must turn to a failure while the token is still valid.
+pub(crate) const MINT_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// A set of minted entries and their lifetime.
 #[derive(Clone, Debug)]
-pub struct Tokens {
-    pub entries: Vec<RegistryAuth>,
-    pub issued_at: Timestamp,
-    pub expires_at: Timestamp,
+pub(crate) struct Tokens {
+    pub(crate) entries: Vec<RegistryAuth>,
+    pub(crate) issued_at: Timestamp,
+    pub(crate) expires_at: Timestamp,
     /// What they were minted from; a change means minting anew.
-    pub inputs: String,
+    pub(crate) inputs: String,
 }
 
 /// Mints that failed in a row, and when to try again.
 #[derive(Clone, Debug)]
-pub struct Failure {
-    pub retry_at: Timestamp,
-    pub failures: i32,
-    pub problem: SourceError,
+pub(crate) struct Failure {
+    pub(crate) retry_at: Timestamp,
+    pub(crate) failures: i32,
+    pub(crate) problem: SourceError,
     /// What the failed mints were made from: a change (a fixed spec, a rotated key)
     /// ends the backoff.
-    pub inputs: String,
+    pub(crate) inputs: String,
 }
 
 /// The tokens each credential currently uses, and its failed mints, by credential UID.
 #[derive(Default)]
-pub struct TokenCache {
+pub(crate) struct TokenCache {
     tokens: Mutex<HashMap<String, Tokens>>,
     failures: Mutex<HashMap<String, Failure>>,
+    /// The last `regcred.io/refresh` value acted on: status acknowledges it, but the
+    /// cached credential may not show that yet, and a request must mint once.
+    refreshes_handled: Mutex<HashMap<String, String>>,
 }
 
 impl TokenCache {
-    pub fn get(&self, uid: &str, inputs: &str) -> Option<Tokens> {
+    pub(crate) fn get(&self, uid: &str, inputs: &str) -> Option<Tokens> {
         let tokens = self.tokens.lock().expect("token cache lock");
         tokens.get(uid).filter(|t| t.inputs == inputs).cloned()
     }
 
-    pub fn failure(&self, uid: &str) -> Option<Failure> {
+    pub(crate) fn failure(&self, uid: &str) -> Option<Failure> {
         self.failures
             .lock()
             .expect("token cache lock")
@@ -77,18 +85,34 @@ impl TokenCache {
             .cloned()
     }
 
-    pub fn fail(&self, uid: &str, failure: Failure) {
+    pub(crate) fn fail(&self, uid: &str, failure: Failure) {
         self.failures
             .lock()
             .expect("token cache lock")
             .insert(uid.to_owned(), failure);
     }
 
-    pub fn clear_failure(&self, uid: &str) {
+    pub(crate) fn clear_failure(&self, uid: &str) {
         self.failures.lock().expect("token cache lock").remove(uid);
     }
 
-    pub fn put(&self, uid: &str, tokens: Tokens) {
+    /// Whether the refresh request `request` was already acted on.
+    pub(crate) fn refresh_handled(&self, uid: &str, request: &str) -> bool {
+        self.refreshes_handled
+            .lock()
+            .expect("token cache lock")
+            .get(uid)
+            .is_some_and(|handled| handled == request)
+    }
+
+    pub(crate) fn mark_refresh_handled(&self, uid: &str, request: &str) {
+        self.refreshes_handled
+            .lock()
+            .expect("token cache lock")
+            .insert(uid.to_owned(), request.to_owned());
+    }
+
+    pub(crate) fn put(&self, uid: &str, tokens: Tokens) {
         self.tokens
             .lock()
             .expect("token cache lock")
@@ -98,7 +122,7 @@ impl TokenCache {
 
 /// A digest of everything a mint depends on: the ECR specs, the versions of the key
 /// Secrets and the roles of the ServiceAccounts.
-pub fn inputs<C: Credential>(ctx: &Context, credential: &C) -> String {
+pub(crate) fn inputs<C: Credential>(ctx: &Context, credential: &C) -> String {
     // SHA-256, not std's hasher: the digest is stored on Secrets and must mean the same
     // to the next controller build.
     let mut hasher = Sha256::new();
@@ -160,13 +184,21 @@ fn role_annotation(ctx: &Context, namespace: &str, name: &str) -> Option<String>
 }
 
 /// Whether the credential has minted registries at all.
-pub fn has_minted<C: Credential>(credential: &C) -> bool {
+pub(crate) fn has_minted<C: Credential>(credential: &C) -> bool {
     ecr_sources(credential).next().is_some()
 }
 
 /// The tokens already written for this credential, read back from one of its Secrets
 /// (after a restart the cache is empty, but the Secrets are not).
-pub fn recover<C: Credential>(ctx: &Context, credential: &C, inputs: &str) -> Option<Tokens> {
+///
+/// Those Secrets live in namespaces that tenants write to, so only one whose content
+/// signature holds is read: a tenant's edit, or a look-alike it created, would otherwise
+/// reach every other namespace the credential covers, and decide its schedule.
+pub(crate) fn recover<C: Credential>(
+    ctx: &Context,
+    credential: &C,
+    inputs: &str,
+) -> Option<Tokens> {
     let static_servers: Vec<&str> = credential
         .spec()
         .registries
@@ -175,15 +207,29 @@ pub fn recover<C: Credential>(ctx: &Context, credential: &C, inputs: &str) -> Op
         .filter_map(|r| r.server.as_deref())
         .collect();
     let owner = credential.id().to_string();
-    let secret = ctx.stores.managed_secrets.state().into_iter().find(|s| {
-        owner_of(s).as_deref() == Some(owner.as_str())
-            && s.annotations().get(INPUTS_ANNOTATION).map(String::as_str) == Some(inputs)
-    })?;
-    let timestamp = |key: &str| secret.annotations().get(key)?.parse::<Timestamp>().ok();
-    let (issued_at, expires_at) = (
-        timestamp(ISSUED_AT_ANNOTATION)?,
-        timestamp(EXPIRES_AT_ANNOTATION)?,
-    );
+    let lifetime = |s: &Secret| {
+        let timestamp = |key: &str| s.annotations().get(key)?.parse::<Timestamp>().ok();
+        Some((
+            timestamp(ISSUED_AT_ANNOTATION)?,
+            timestamp(EXPIRES_AT_ANNOTATION)?,
+        ))
+    };
+    // The newest intact token: an older copy (a tenant can put back an earlier version
+    // of its own Secret, signature and all) must not roll every other namespace back,
+    // nor must the order of the cache decide after a restart mid-fan-out.
+    let (secret, (issued_at, expires_at)) = ctx
+        .stores
+        .managed_secrets
+        .state()
+        .into_iter()
+        .filter(|s| {
+            owner_of(s).as_deref() == Some(owner.as_str())
+                && s.annotations().get(INPUTS_ANNOTATION).map(String::as_str) == Some(inputs)
+                && ctx.stores.signer.content_intact(s)
+        })
+        .filter_map(|s| lifetime(&s).map(|l| (s, l)))
+        .filter(|(_, (_, expires_at))| *expires_at > Timestamp::now())
+        .max_by_key(|(_, lifetime)| *lifetime)?;
     let entries: Vec<RegistryAuth> = read_entries(&secret)?
         .into_iter()
         .filter(|e| !static_servers.contains(&e.server.as_str()))
@@ -205,9 +251,8 @@ pub fn recover<C: Credential>(ctx: &Context, credential: &C, inputs: &str) -> Op
     } else {
         entries.len() == expected.len() && entries.iter().all(|e| expected.contains(&e.server))
     };
-    let plausible = entries.iter().all(|e| e.username == "AWS")
-        && expires_at > issued_at
-        && expires_at.duration_since(issued_at) <= jiff::SignedDuration::from_hours(12);
+    let plausible =
+        entries.iter().all(|e| e.username == "AWS") && plausible_lifetime(issued_at, expires_at);
     if entries.is_empty() || !hosts_match || !plausible {
         return None;
     }
@@ -217,6 +262,20 @@ pub fn recover<C: Credential>(ctx: &Context, credential: &C, inputs: &str) -> Op
         expires_at,
         inputs: inputs.to_owned(),
     })
+}
+
+/// The longest lifetime ECR gives a token.
+const MAX_TOKEN_LIFETIME: jiff::SignedDuration = jiff::SignedDuration::from_hours(12);
+
+/// How far AWS's clock may run ahead of ours: `issued-at` is taken before the call, and
+/// ECR counts its 12 hours from its own clock, so a genuine token can appear to live a
+/// little longer than 12 hours.
+const CLOCK_SKEW: jiff::SignedDuration = jiff::SignedDuration::from_mins(5);
+
+/// Whether a recorded lifetime is one ECR could have given.
+fn plausible_lifetime(issued_at: Timestamp, expires_at: Timestamp) -> bool {
+    expires_at > issued_at
+        && expires_at.duration_since(issued_at) <= MAX_TOKEN_LIFETIME + CLOCK_SKEW
 }
 
 #[derive(Deserialize)]
@@ -248,7 +307,7 @@ fn read_entries(secret: &Secret) -> Option<Vec<RegistryAuth>> {
 
 /// Mints tokens for every ECR registry of the credential: one call per distinct (region,
 /// endpoint, auth), covering the union of their accounts.
-pub async fn mint<C: Credential>(
+pub(crate) async fn mint<C: Credential>(
     ctx: &Context,
     credential: &C,
     inputs: &str,
@@ -265,6 +324,14 @@ pub async fn mint<C: Credential>(
     let mut expires_at = Timestamp::MAX;
     let session = session_name(credential);
     for (ecr, registry_ids) in groups.values() {
+        if let Some(endpoint) = ecr.endpoint.as_deref()
+            && C::KIND == Kind::Namespaced
+            && !regcred_providers::endpoint_allowed(endpoint, &ctx.allowed_ecr_endpoints)
+        {
+            return Ok(Err(SourceError::EndpointNotAllowed {
+                endpoint: endpoint.to_owned(),
+            }));
+        }
         let identity = match identity(ctx, credential, ecr.auth.as_ref()).await? {
             Ok(identity) => identity,
             Err(problem) => return Ok(Err(problem)),
@@ -282,7 +349,21 @@ pub async fn mint<C: Credential>(
             },
             session_name: &session,
         };
-        match ctx.ecr.mint(request).await {
+        let started = std::time::Instant::now();
+        let minted = tokio::time::timeout(MINT_TIMEOUT, ctx.ecr.mint(request))
+            .await
+            .unwrap_or_else(|_| {
+                Err(EcrError::Unreachable(format!(
+                    "no answer within {}s",
+                    MINT_TIMEOUT.as_secs()
+                )))
+            });
+        let outcome = match &minted {
+            Ok(_) => "success",
+            Err(e) => aws_reason(e),
+        };
+        ctx.metrics.ecr_request(outcome, started.elapsed());
+        match minted {
             Ok(minted) => {
                 expires_at = expires_at.min(minted.expires_at.unwrap_or(Timestamp::MAX));
                 entries.extend(minted.entries);
@@ -298,16 +379,19 @@ pub async fn mint<C: Credential>(
     }))
 }
 
-fn aws_error(error: EcrError) -> SourceError {
-    let reason = match &error {
+fn aws_reason(error: &EcrError) -> &'static str {
+    match error {
         EcrError::AccessDenied(_) => reasons::AWS_ACCESS_DENIED,
         EcrError::Throttled(_) => reasons::AWS_THROTTLED,
         EcrError::Unreachable(_) => reasons::AWS_UNREACHABLE,
         EcrError::InvalidIdentity(_) => reasons::AWS_INVALID_IDENTITY,
         EcrError::Other(_) => reasons::AWS_ERROR,
-    };
+    }
+}
+
+fn aws_error(error: EcrError) -> SourceError {
     SourceError::Aws {
-        reason,
+        reason: aws_reason(&error),
         message: error.to_string(),
     }
 }
@@ -402,18 +486,42 @@ async fn identity<C: Credential>(
             },
             ..Default::default()
         };
-        let token = match api
-            .create_token_request(&sa.name, &PostParams::default(), &request)
-            .await
-        {
-            Ok(response) => response.status.map(|s| s.token).unwrap_or_default(),
-            Err(kube::Error::Api(status)) if status.code == 404 => {
+        let requested = tokio::time::timeout(
+            TOKEN_REQUEST_TIMEOUT,
+            api.create_token_request(&sa.name, &PostParams::default(), &request),
+        )
+        .await;
+        let failed = |message: String| {
+            Ok(Err(SourceError::TokenRequest {
+                namespace: ns.to_owned(),
+                name: sa.name.clone(),
+                message,
+            }))
+        };
+        let token = match requested {
+            Ok(Ok(response)) => response.status.map(|s| s.token).unwrap_or_default(),
+            Ok(Err(kube::Error::Api(status))) if status.code == 404 => {
                 return Ok(Err(SourceError::NoServiceAccount {
                     namespace: ns.to_owned(),
                     name: sa.name.clone(),
                 }));
             }
-            Err(e) => return Err(e.into()),
+            // Denied, throttled or failed: a condition and an Event, retried with backoff.
+            Ok(Err(kube::Error::Api(status))) => {
+                return failed(format!(
+                    "{} {}: {}",
+                    status.code,
+                    status.reason,
+                    regcred_providers::redact(&status.message)
+                ));
+            }
+            Ok(Err(e)) => return failed(regcred_providers::redact(&e.to_string())),
+            Err(_) => {
+                return failed(format!(
+                    "the API server did not answer within {}s",
+                    TOKEN_REQUEST_TIMEOUT.as_secs()
+                ));
+            }
         };
         return Ok(Ok(AwsIdentity::WebIdentity {
             token: SecretString::from(token),
@@ -425,4 +533,32 @@ async fn identity<C: Credential>(
         return Ok(Err(SourceError::ControllerIdentityNotAllowed));
     }
     Ok(Ok(AwsIdentity::Controller))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_genuine_lifetime_is_plausible_despite_the_calls_latency() {
+        // issued-at is taken before the call; ECR counts 12 hours from its own clock.
+        let issued_at: Timestamp = "2026-12-01T00:54:37.999Z".parse().unwrap();
+        let expires_at: Timestamp = "2026-12-01T12:54:38.004Z".parse().unwrap();
+        assert!(plausible_lifetime(issued_at, expires_at));
+    }
+
+    #[test]
+    fn a_forged_lifetime_is_not() {
+        let issued_at: Timestamp = "2026-12-01T00:00:00Z".parse().unwrap();
+        for expires_at in [
+            "2026-12-01T13:00:00Z",
+            "2026-12-01T00:00:00Z",
+            "2026-11-30T23:00:00Z",
+        ] {
+            assert!(
+                !plausible_lifetime(issued_at, expires_at.parse().unwrap()),
+                "{expires_at}"
+            );
+        }
+    }
 }

@@ -7,36 +7,55 @@ use k8s_openapi::api::core::v1::LocalObjectReference;
 
 /// The list and the record regcred wants on a ServiceAccount.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Plan {
-    pub image_pull_secrets: Vec<LocalObjectReference>,
+pub(crate) struct Plan {
+    pub(crate) image_pull_secrets: Vec<LocalObjectReference>,
     /// Secret name → owner key of each entry regcred added.
-    pub recorded: BTreeMap<String, String>,
+    pub(crate) recorded: BTreeMap<String, String>,
+}
+
+/// What becomes of a recorded entry that is no longer wanted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Keep {
+    /// Removed.
+    No,
+    /// Kept and still recorded: its credential's replacement is not in place yet (a
+    /// renamed Secret), so removing it now would leave nothing to pull with.
+    Recorded,
+    /// Kept, no longer recorded: left behind on purpose (`deletionPolicy: Orphan`).
+    Unrecorded,
 }
 
 /// Plans the ServiceAccount's list.
 ///
 /// - `current`: the list as it is; `recorded`: what regcred noted it added;
 /// - `wanted`: Secret name → owner key of every entry that should be there now;
-/// - `orphaned(name, owner)`: whether a recorded entry whose credential is gone was left
-///   behind on purpose (`deletionPolicy: Orphan`): it stays, unrecorded.
+/// - `keep(name, owner)`: what becomes of a recorded entry that is not wanted.
 ///
 /// An entry a person added keeps its place and is never recorded, so regcred never
 /// removes it, even when it has the same name as one regcred wants.
-pub fn plan(
+pub(crate) fn plan(
     current: &[LocalObjectReference],
     recorded: &BTreeMap<String, String>,
     wanted: &BTreeMap<String, String>,
-    orphaned: impl Fn(&str, &str) -> bool,
+    keep: impl Fn(&str, &str) -> Keep,
 ) -> Plan {
     let mut list = current.to_vec();
     let mut record = BTreeMap::new();
     for (name, owner) in recorded {
         if wanted.contains_key(name) {
             record.insert(name.clone(), wanted[name].clone());
-        } else if !orphaned(name, owner) {
-            // Remove the entry regcred appended (the last one of that name).
-            if let Some(pos) = list.iter().rposition(|e| &e.name == name) {
-                list.remove(pos);
+            continue;
+        }
+        match keep(name, owner) {
+            Keep::Recorded => {
+                record.insert(name.clone(), owner.clone());
+            }
+            Keep::Unrecorded => {}
+            Keep::No => {
+                // Remove the entry regcred appended (the last one of that name).
+                if let Some(pos) = list.iter().rposition(|e| &e.name == name) {
+                    list.remove(pos);
+                }
             }
         }
     }
@@ -80,7 +99,7 @@ mod tests {
             &refs(&["theirs"]),
             &map(&[]),
             &map(&[("regcred", OWNER)]),
-            |_, _| false,
+            |_, _| Keep::No,
         );
         assert_eq!(p.image_pull_secrets, refs(&["theirs", "regcred"]));
         assert_eq!(p.recorded, map(&[("regcred", OWNER)]));
@@ -90,7 +109,7 @@ mod tests {
     fn steady_state_plans_no_change() {
         let current = refs(&["theirs", "regcred"]);
         let recorded = map(&[("regcred", OWNER)]);
-        let p = plan(&current, &recorded, &recorded, |_, _| false);
+        let p = plan(&current, &recorded, &recorded, |_, _| Keep::No);
         assert_eq!(p.image_pull_secrets, current);
         assert_eq!(p.recorded, recorded);
     }
@@ -101,11 +120,13 @@ mod tests {
             &refs(&["regcred"]),
             &map(&[]),
             &map(&[("regcred", OWNER)]),
-            |_, _| false,
+            |_, _| Keep::No,
         );
         assert_eq!(p.image_pull_secrets, refs(&["regcred"]));
         assert!(p.recorded.is_empty());
-        let later = plan(&p.image_pull_secrets, &p.recorded, &map(&[]), |_, _| false);
+        let later = plan(&p.image_pull_secrets, &p.recorded, &map(&[]), |_, _| {
+            Keep::No
+        });
         assert_eq!(later.image_pull_secrets, refs(&["regcred"]));
     }
 
@@ -115,7 +136,7 @@ mod tests {
             &refs(&["a", "regcred", "b"]),
             &map(&[("regcred", OWNER)]),
             &map(&[]),
-            |_, _| false,
+            |_, _| Keep::No,
         );
         assert_eq!(p.image_pull_secrets, refs(&["a", "b"]));
         assert!(p.recorded.is_empty());
@@ -127,10 +148,40 @@ mod tests {
             &refs(&["regcred"]),
             &map(&[("regcred", OWNER)]),
             &map(&[]),
-            |name, owner| name == "regcred" && owner == OWNER,
+            |name, owner| {
+                if name == "regcred" && owner == OWNER {
+                    Keep::Unrecorded
+                } else {
+                    Keep::No
+                }
+            },
         );
         assert_eq!(p.image_pull_secrets, refs(&["regcred"]));
         assert!(p.recorded.is_empty());
+    }
+
+    #[test]
+    fn a_renamed_secret_s_entry_stays_until_the_new_one_is_added() {
+        let waiting = plan(
+            &refs(&["theirs", "old"]),
+            &map(&[("old", OWNER)]),
+            &map(&[]),
+            |_, _| Keep::Recorded,
+        );
+        assert_eq!(waiting.image_pull_secrets, refs(&["theirs", "old"]));
+        assert_eq!(waiting.recorded, map(&[("old", OWNER)]));
+        let replaced = plan(
+            &waiting.image_pull_secrets,
+            &waiting.recorded,
+            &map(&[("new", OWNER)]),
+            |_, _| Keep::No,
+        );
+        assert_eq!(
+            replaced.image_pull_secrets,
+            refs(&["theirs", "new"]),
+            "added and removed in one write"
+        );
+        assert_eq!(replaced.recorded, map(&[("new", OWNER)]));
     }
 
     #[test]
@@ -140,7 +191,7 @@ mod tests {
             &refs(&["regcred"]),
             &map(&[("regcred", OWNER)]),
             &map(&[("regcred", other)]),
-            |_, _| false,
+            |_, _| Keep::No,
         );
         assert_eq!(p.image_pull_secrets, refs(&["regcred"]));
         assert_eq!(p.recorded, map(&[("regcred", other)]));

@@ -15,36 +15,59 @@ use regcred_api::condition_reasons as reasons;
 use regcred_api::names::REFRESH_ANNOTATION;
 use tracing::{info, instrument, warn};
 
-use crate::context::{Context, owner_of};
-use crate::credential::Credential;
+use crate::context::{Context, ObjectKey, RetryKey, owner_of};
+use crate::credential::{Credential, Kind};
 use crate::error::Error;
+use crate::metrics::ControllerName;
 use crate::minting::{self, Failure, Tokens};
+use crate::named_secrets::Seen;
+use crate::refresh::{self, Decision};
 use crate::secrets::{self, Outcome};
 use crate::sources::SourceError;
 use crate::status::{self, Published, Report};
-use crate::{dockerconfig, schedule, sources, targets};
+use crate::{dockerconfig, schedule, service_accounts, sources, targets};
 use regcred_providers::RegistryAuth;
 
 /// A safety net only: every change that matters arrives through a watch.
 const RESYNC: Duration = Duration::from_secs(3600);
 
 #[instrument(skip_all, fields(kind = C::kind(&()).as_ref(), namespace = credential.namespace(), name = %credential.name_any()))]
-pub async fn reconcile<C: Credential>(
+pub(crate) async fn reconcile<C: Credential>(
     credential: Arc<C>,
     ctx: Arc<Context>,
 ) -> Result<Action, Error> {
     ctx.stores.wait_ready().await;
+    if !ctx.is_leader() {
+        // A standby replica keeps its caches warm and writes nothing.
+        return Ok(Action::await_change());
+    }
+    let controller = match C::KIND {
+        Kind::Namespaced => ControllerName::RegistryCredential,
+        Kind::Cluster => ControllerName::ClusterRegistryCredential,
+    };
+    let metrics = ctx.metrics.clone();
+    metrics.reconcile(controller, sync(credential, ctx)).await
+}
+
+/// Reconciles one credential (the leader, caches listed).
+async fn sync<C: Credential>(credential: Arc<C>, ctx: Arc<Context>) -> Result<Action, Error> {
     if credential.meta().deletion_timestamp.is_some() {
         return Ok(Action::await_change());
     }
     let id = credential.id();
     let secret_name = credential.secret_name();
     let refresh = credential.annotations().get(REFRESH_ANNOTATION).cloned();
-    let force = refresh.is_some()
-        && refresh.as_ref()
+    let uid = credential.meta().uid.clone().unwrap_or_default();
+    // A request not yet acknowledged in status, nor acted on by this process: the status
+    // write that acknowledges it may be held back or not yet in the cache, and the
+    // reconciles regcred's own writes trigger meanwhile must not mint again.
+    let force = refresh.as_deref().is_some_and(|request| {
+        Some(request)
             != credential
                 .status()
-                .and_then(|s| s.last_refresh_request.as_ref());
+                .and_then(|s| s.last_refresh_request.as_deref())
+            && !ctx.tokens.refresh_handled(&uid, request)
+    });
     let namespaces = ctx.stores.target_namespaces(&*credential);
     let mut report = Report {
         secret_name: secret_name.clone(),
@@ -55,6 +78,10 @@ pub async fn reconcile<C: Credential>(
     };
     let now = Timestamp::now();
     let gathered = gather(&ctx, &*credential, force, now).await?;
+    if force && let Some(request) = &report.refresh_request {
+        ctx.tokens.mark_refresh_handled(&uid, request);
+    }
+    let gathered_interim = gathered.interim.clone();
     let mut requeue = RESYNC;
     match gathered.entries {
         Err(problem) => {
@@ -90,6 +117,16 @@ pub async fn reconcile<C: Credential>(
                     .duration_since(now)
                     .try_into()
                     .unwrap_or(Duration::from_secs(1));
+            }
+            // Come back when the token expires, if before the retry: status must turn to
+            // Expired then, not after a backoff of up to five minutes.
+            if let Some(current) = gathered.current.as_ref().filter(|c| c.expires_at > now) {
+                let until_expiry: Duration = current
+                    .expires_at
+                    .duration_since(now)
+                    .try_into()
+                    .unwrap_or_default();
+                requeue = requeue.min(until_expiry + Duration::from_millis(100));
             }
         }
         Ok(entries) => {
@@ -138,36 +175,41 @@ pub async fn reconcile<C: Credential>(
                 &mut report,
             )
             .await?;
-            ctx.backoff.reset(&id.to_string());
         }
     }
 
     // Secrets this credential wrote where it no longer wants them (namespace dropped out,
-    // secretName changed). Never while sources are broken: keep the last good state.
+    // secretName changed). Never while sources are broken: keep the last good state. A
+    // renamed Secret goes only once no ServiceAccount lists it for this credential any
+    // more (the new entry replaces it first), so a Pod is never admitted pointing at a
+    // Secret that is gone.
     if report.blocked.is_none() {
         for stale in ctx.stores.secrets_owned_by(&id) {
             let ns = stale.metadata.namespace.as_deref().unwrap_or_default();
-            let wanted = stale.metadata.name.as_deref() == Some(secret_name.as_str())
-                && namespaces.binary_search_by(|n| n.as_str().cmp(ns)).is_ok();
-            if !wanted {
+            let stale_name = stale.name_any();
+            let targeted = namespaces.binary_search_by(|n| n.as_str().cmp(ns)).is_ok();
+            let wanted = stale_name == secret_name && targeted;
+            // Only for a Secret on its way out: the scan covers every ServiceAccount.
+            let still_listed = !wanted
+                && targeted
+                && service_accounts::lists_entry(&ctx.stores, ns, &stale_name, &id);
+            if !wanted && !still_listed {
                 info!(
                     namespace = ns,
                     secret = stale.name_any(),
                     "removing a Secret no longer targeted"
                 );
-                secrets::remove(&ctx, &stale).await?;
+                secrets::remove(&ctx.client, &stale).await?;
             }
         }
     }
 
     count_service_accounts(&ctx, &*credential, &namespaces, &secret_name, &mut report);
-    let next = status::build(
-        credential.status(),
-        credential.meta().generation,
-        &report,
-        now,
-    );
-    let published = status::publish(&ctx, &*credential, next).await?;
+    let previous = gathered_interim.as_ref().or(credential.status());
+    let next = status::build(previous, credential.meta().generation, &report, now);
+    let published = status::publish_over(&ctx, &*credential, previous, next).await?;
+    ctx.backoff
+        .reset(&RetryKey::Reconcile(ObjectKey::of(&*credential)));
     Ok(match published {
         Published::Deferred(wait) => Action::requeue(wait.min(requeue)),
         Published::Unchanged | Published::Written => Action::requeue(requeue),
@@ -185,6 +227,48 @@ struct Gathered {
     current: Option<Tokens>,
     /// The failed mints in a row and when to try again.
     failure: Option<Failure>,
+    /// A status written while the mint was pending (the token expired meanwhile).
+    interim: Option<regcred_api::CredentialStatus>,
+}
+
+/// Mints; if the current token expires before the mint returns, says so in status at
+/// that moment (the mint itself is bounded, but an expired token must never be reported
+/// as Synced, not even for the seconds a hung endpoint takes to time out).
+async fn mint_watching_expiry<C: Credential>(
+    ctx: &Context,
+    credential: &C,
+    inputs: &str,
+    current: Option<&Tokens>,
+) -> Result<
+    (
+        Result<Tokens, SourceError>,
+        Option<regcred_api::CredentialStatus>,
+    ),
+    Error,
+> {
+    let mint = minting::mint(ctx, credential, inputs);
+    tokio::pin!(mint);
+    let Some(expires_at) = current.map(|t| t.expires_at) else {
+        return Ok((mint.await?, None));
+    };
+    let until_expiry = expires_at
+        .duration_since(Timestamp::now())
+        .try_into()
+        .unwrap_or(Duration::ZERO);
+    tokio::select! {
+        minted = &mut mint => Ok((minted?, None)),
+        () = tokio::time::sleep(until_expiry) => {
+            warn!(%expires_at, "the token expired while its refresh is still pending");
+            let interim = status::expired_while_refreshing(
+                credential.status(),
+                credential.meta().generation,
+                expires_at,
+                Timestamp::now(),
+            );
+            status::publish(ctx, credential, interim.clone()).await?;
+            Ok((mint.await?, Some(interim)))
+        }
+    }
 }
 
 /// Reads static sources and, for ECR registries, reuses the current token until its
@@ -201,6 +285,7 @@ async fn gather<C: Credential>(
         freshly_minted: false,
         current: None,
         failure: None,
+        interim: None,
     };
     let mut entries = match sources::resolve(ctx, credential).await? {
         Ok(entries) => entries,
@@ -221,53 +306,69 @@ async fn gather<C: Credential>(
             .renew_before
             .as_deref()
             .and_then(schedule::parse_duration);
-        let due = force
-            || current.as_ref().is_none_or(|t| {
-                now >= schedule::next_refresh(t.issued_at, t.expires_at, renew_before, &uid).next
-            });
-        let backing_off = ctx
-            .tokens
-            .failure(&uid)
-            .filter(|f| now < f.retry_at && f.inputs == inputs && !force);
-        let tokens = if let (true, Some(failure)) = (due, backing_off) {
-            // A recent mint failed: wait out the backoff whatever triggered this reconcile
-            // (regcred's own status write does), and report the same failure meanwhile.
-            gathered.entries = Err(failure.problem.clone());
-            gathered.current = current;
-            gathered.failure = Some(failure);
-            return Ok(gathered);
-        } else if due {
-            info!("minting a new token");
-            match minting::mint(ctx, credential, &inputs).await? {
-                Ok(tokens) => {
-                    ctx.tokens.put(&uid, tokens.clone());
-                    ctx.tokens.clear_failure(&uid);
-                    ctx.backoff.reset(&credential.id().to_string());
-                    gathered.freshly_minted = true;
-                    tokens
-                }
-                Err(problem) => {
-                    let previous = ctx.tokens.failure(&uid).filter(|f| f.inputs == inputs);
-                    let failures = previous.map_or(0, |f| f.failures) + 1;
-                    let wait = ctx.backoff.next(&credential.id().to_string());
-                    let retry_at = now + jiff::SignedDuration::try_from(wait).unwrap_or_default();
-                    let failure = Failure {
-                        retry_at,
-                        failures,
-                        problem: problem.clone(),
-                        inputs: inputs.clone(),
-                    };
-                    ctx.tokens.fail(&uid, failure.clone());
-                    gathered.failure = Some(failure);
-                    gathered.current = current;
-                    gathered.entries = Err(problem);
-                    return Ok(gathered);
+        let failure = ctx.tokens.failure(&uid);
+        let decision = refresh::decide(&refresh::Facts {
+            current: current.as_ref(),
+            failure: failure.as_ref(),
+            inputs: &inputs,
+            force,
+            now,
+            renew_before,
+            seed: &uid,
+        });
+        let tokens = match decision {
+            Decision::Reuse => {
+                let tokens = current.expect("reused means there is a current token");
+                ctx.tokens.put(&uid, tokens.clone());
+                tokens
+            }
+            Decision::WaitOutBackoff => {
+                let failure = failure.expect("backing off means a failure");
+                gathered.entries = Err(failure.problem.clone());
+                gathered.current = current;
+                gathered.failure = Some(failure);
+                return Ok(gathered);
+            }
+            Decision::Mint => {
+                info!("minting a new token");
+                let minted =
+                    mint_watching_expiry(ctx, credential, &inputs, current.as_ref()).await?;
+                gathered.interim = minted.1;
+                match minted.0 {
+                    Ok(tokens) => {
+                        ctx.metrics.refreshed(&credential.id());
+                        ctx.tokens.put(&uid, tokens.clone());
+                        ctx.tokens.clear_failure(&uid);
+                        ctx.backoff.reset(&RetryKey::Mint(credential.id()));
+                        gathered.freshly_minted = true;
+                        tokens
+                    }
+                    Err(problem) => {
+                        ctx.metrics
+                            .refresh_failed(&credential.id(), problem.reason());
+                        if failure.as_ref().is_some_and(|f| f.inputs != inputs) {
+                            // A changed spec or key starts the backoff afresh.
+                            ctx.backoff.reset(&RetryKey::Mint(credential.id()));
+                        }
+                        let wait = ctx.backoff.next(&RetryKey::Mint(credential.id()));
+                        let failure = Failure {
+                            retry_at: now
+                                .checked_add(
+                                    jiff::SignedDuration::try_from(wait).unwrap_or_default(),
+                                )
+                                .unwrap_or(now),
+                            failures: refresh::failures_in_a_row(failure.as_ref(), &inputs),
+                            problem: problem.clone(),
+                            inputs: inputs.clone(),
+                        };
+                        ctx.tokens.fail(&uid, failure.clone());
+                        gathered.failure = Some(failure);
+                        gathered.current = current;
+                        gathered.entries = Err(problem);
+                        return Ok(gathered);
+                    }
                 }
             }
-        } else {
-            let tokens = current.expect("not due means there is a current token");
-            ctx.tokens.put(&uid, tokens.clone());
-            tokens
         };
         entries.extend(tokens.entries.iter().cloned());
         gathered.tokens = Some(tokens);
@@ -367,25 +468,57 @@ async fn write_one<C: Credential>(
     {
         return (namespace, Err(WriteError::Conflict(winner.to_string())));
     }
-    let existing = ctx.stores.managed_secret(&namespace, secret_name);
-    let key = format!("{namespace}/{secret_name}");
-    let version = existing
+    let key = ObjectKey::secret(&namespace, secret_name);
+    let labelled = ctx.stores.labelled_secret(&namespace, secret_name);
+    let version = labelled
         .as_ref()
-        .and_then(|s| s.metadata.resource_version.as_deref());
+        .and_then(|s| s.metadata.resource_version.clone());
+    let version = version.as_deref();
     if ctx.cache_lag.is_stale(&key, version) {
         // regcred just wrote it; the watch brings the new version and another reconcile.
         return (namespace, Ok(Outcome::Unchanged));
     }
-    if existing.is_none() && !force && ctx.unmanaged.known(&namespace, secret_name) {
+    let existing = labelled.filter(|s| ctx.stores.signer.is_managed(s));
+    if existing.is_none() && version.is_some() {
+        // Labelled as regcred's but not written by regcred: someone else's, whatever it
+        // says. Known from the cache, so no request is needed to find out.
         return (namespace, Ok(Outcome::Unmanaged));
     }
-    let desired = secrets::desired(credential, &namespace, payload.config, payload.annotations);
-    let written = secrets::ensure(ctx, &desired, existing.as_deref(), force).await;
+    if existing.is_none() {
+        // Someone else's Secret of that name, unlabelled: known from the watch of that
+        // name, or (until it has listed) from a refused create remembered for a while.
+        let patience = Duration::from_secs(2);
+        match ctx
+            .stores
+            .named
+            .seen_soon(&namespace, secret_name, patience)
+            .await
+        {
+            Some(Seen::Foreign) => return (namespace, Ok(Outcome::Unmanaged)),
+            // regcred's own, deleted or created a moment ago: the labelled watch's event
+            // brings another reconcile. Never a false Conflict meanwhile.
+            Some(Seen::InFlight) => return (namespace, Ok(Outcome::Unchanged)),
+            Some(Seen::Absent) => {}
+            None if !force && ctx.unmanaged.get(&key).is_some() => {
+                return (namespace, Ok(Outcome::Unmanaged));
+            }
+            None => {}
+        }
+    }
+    let desired = secrets::desired(
+        credential,
+        &namespace,
+        payload.config,
+        payload.annotations,
+        &ctx.stores.signer,
+    );
+    let written = secrets::ensure(&ctx.client, &desired, existing.as_deref(), force).await;
     match &written {
         Ok(Outcome::Created | Outcome::Updated) => {
+            ctx.unmanaged.forget(&key);
             ctx.cache_lag.wrote(&key, version.map(str::to_owned))
         }
-        Ok(Outcome::Unmanaged) => ctx.unmanaged.record(&namespace, secret_name),
+        Ok(Outcome::Unmanaged) => ctx.unmanaged.record(key, ()),
         Ok(Outcome::Unchanged) | Err(_) => {}
     }
     (namespace, written.map_err(WriteError::Api))

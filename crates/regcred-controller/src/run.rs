@@ -1,7 +1,6 @@
 //! Wiring: one watch and one cache per kind, events fanned out to three reconcilers
 //! (namespaced credentials, cluster credentials, ServiceAccounts).
 
-use std::fmt::Debug;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,16 +11,24 @@ use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef};
+use kube::runtime::utils::Backoff;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use regcred_api::names::{FIELD_MANAGER, MANAGED_LABEL, SOURCE_LABEL};
 use regcred_api::{ClusterRegistryCredential, RegistryCredential};
+use tokio::sync::watch;
 use tracing::{debug, warn};
 
 use crate::context::{
-    Backoff, CacheLag, Context, ReadyGate, StatusWrites, Stores, UnmanagedSecrets,
+    Backoff as RetryBackoff, CacheLag, Context, ObjectKey, ReadyGate, Remembered, RetryKey,
+    StatusWrites, Stores,
 };
+use crate::credential::Credential;
 use crate::error::Error;
+use crate::lease::{self, LeaseSettings};
+use crate::metrics::{CredentialSource, Metrics};
+use crate::named_secrets::NamedSecrets;
+use crate::signing::Signer;
 use crate::triggers::Triggers;
 use crate::{reconcile, service_accounts};
 
@@ -34,6 +41,19 @@ pub struct Config {
     pub instance: Option<String>,
     /// Whether a `RegistryCredential` may use the controller's own AWS identity.
     pub allow_controller_aws_identity: bool,
+    /// Host suffixes a `RegistryCredential`'s `ecr.endpoint` may name besides AWS's.
+    pub allowed_ecr_endpoints: Vec<String>,
+    /// The controller's own namespace, where its signing key lives.
+    pub namespace: String,
+    /// Leader election among replicas; `None`: this process always leads.
+    pub leader_election: Option<LeaseSettings>,
+    /// Set to true once every cache has had its first full list (the binary's `/readyz`),
+    /// and the admission webhook, if on, serves a certificate.
+    pub ready: Option<watch::Sender<bool>>,
+    /// Where the controller's metrics are recorded (the binary serves them).
+    pub metrics: Arc<Metrics>,
+    /// The mutating admission webhook; `None`: off.
+    pub admission: Option<crate::AdmissionSettings>,
 }
 
 impl Default for Config {
@@ -42,12 +62,21 @@ impl Default for Config {
             namespace_concurrency: 16,
             instance: None,
             allow_controller_aws_identity: false,
+            allowed_ecr_endpoints: Vec::new(),
+            namespace: "regcred-system".into(),
+            leader_election: None,
+            ready: None,
+            metrics: Arc::default(),
+            admission: None,
         }
     }
 }
 
-/// Runs the controller until SIGINT or SIGTERM.
-pub async fn run(client: Client, config: Config) {
+/// Runs the controller until SIGINT or SIGTERM. Fails only when the signing key can be
+/// neither read nor created.
+pub async fn run(client: Client, config: Config) -> Result<(), Error> {
+    let signer = Signer::load_or_create(client.clone(), &config.namespace).await?;
+    let (leading_tx, leading) = watch::channel(config.leader_election.is_none());
     let (credentials, credentials_writer) = reflector::store();
     let (cluster_credentials, cluster_credentials_writer) = reflector::store();
     let (namespaces, namespaces_writer) = reflector::store();
@@ -56,14 +85,43 @@ pub async fn run(client: Client, config: Config) {
     let (source_secrets, source_secrets_writer) = reflector::store();
     let (gate, ready) = ReadyGate::new(&CACHES);
     let stores = Stores {
-        ready,
+        ready: ready.clone(),
         credentials: credentials.clone(),
         cluster_credentials: cluster_credentials.clone(),
         namespaces,
         service_accounts: service_accounts.clone(),
         managed_secrets,
         source_secrets,
+        signer,
+        named: NamedSecrets::default(),
     };
+    // Every replica serves admission from its caches (no lease needed to read).
+    let serving = match &config.admission {
+        Some(settings) => {
+            crate::admission::start(client.clone(), &config.namespace, settings, stores.clone())
+                .await?
+        }
+        None => watch::channel(true).1,
+    };
+    let metrics = config.metrics.clone();
+    metrics.read_credentials_from(CredentialSource {
+        namespaced: credentials.clone(),
+        cluster: cluster_credentials.clone(),
+    });
+    let report = config.ready.clone();
+    let mut gate_open = ready.clone();
+    let mut serving_now = serving.clone();
+    let ready_metric = metrics.clone();
+    tokio::spawn(async move {
+        if gate_open.wait_for(|open| *open).await.is_ok()
+            && serving_now.wait_for(|serving| *serving).await.is_ok()
+        {
+            ready_metric.set_ready(true);
+            if let Some(report) = report {
+                report.send_replace(true);
+            }
+        }
+    });
     let (credentials_tx, credentials_rx) = mpsc::unbounded();
     let (cluster_tx, cluster_rx) = mpsc::unbounded();
     let (sa_tx, sa_rx) = mpsc::unbounded();
@@ -74,6 +132,8 @@ pub async fn run(client: Client, config: Config) {
         credentials: credentials_tx,
         cluster_credentials: cluster_tx,
         service_accounts: sa_tx,
+        seen_credentials: Default::default(),
+        client: client.clone(),
     };
     let reporter = Reporter {
         controller: FIELD_MANAGER.into(),
@@ -83,35 +143,60 @@ pub async fn run(client: Client, config: Config) {
         client: client.clone(),
         stores,
         recorder: Recorder::new(client.clone(), reporter),
-        backoff: Backoff::default(),
+        backoff: RetryBackoff::default(),
         status_writes: StatusWrites::default(),
-        unmanaged: UnmanagedSecrets::default(),
+        unmanaged: Remembered::new(UNMANAGED_RETRY),
+        missing_sources: Remembered::new(MISSING_SOURCE_RETRY),
         cache_lag: cache_lag.clone(),
         namespace_concurrency: config.namespace_concurrency,
         ecr: regcred_providers::Ecr::default(),
         tokens: Default::default(),
         allow_controller_aws_identity: config.allow_controller_aws_identity,
+        allowed_ecr_endpoints: config.allowed_ecr_endpoints.clone(),
+        leading: leading.clone(),
+        metrics: metrics.clone(),
+        patch_service_accounts: config
+            .admission
+            .as_ref()
+            .is_none_or(|a| a.mode != crate::AdmissionMode::Pods),
+    });
+    // Becoming the leader: everything is reconciled afresh (a standby replica's reconciles
+    // did nothing but wait).
+    let recheck = triggers.clone();
+    let mut became_leader = leading.clone();
+    let leader_metric = metrics.clone();
+    leader_metric.set_leader(*became_leader.borrow());
+    tokio::spawn(async move {
+        while became_leader.changed().await.is_ok() {
+            let leading = *became_leader.borrow_and_update();
+            leader_metric.set_leader(leading);
+            if leading {
+                recheck.everything();
+            }
+        }
     });
 
     let all = watcher::Config::default();
     let t = triggers.clone();
     let credential_events = watcher(Api::<RegistryCredential>::all(client.clone()), all.clone())
-        .default_backoff()
+        .backoff(WatchBackoff::default())
         .reflect(credentials_writer)
         .inspect_ok(listed(&gate, "credentials"))
+        .inspect_ok(forget_deleted(&metrics))
         .inspect_ok(move |e| t.on_credential(e));
     let t = triggers.clone();
     let cluster_events = watcher(
         Api::<ClusterRegistryCredential>::all(client.clone()),
         all.clone(),
     )
-    .default_backoff()
+    .backoff(WatchBackoff::default())
     .reflect(cluster_credentials_writer)
     .inspect_ok(listed(&gate, "cluster-credentials"))
+    .inspect_ok(forget_deleted(&metrics))
     .inspect_ok(move |e| t.on_credential(e));
     let t = triggers.clone();
     let sa_events = watcher(Api::<ServiceAccount>::all(client.clone()), all.clone())
-        .default_backoff()
+        .backoff(WatchBackoff::default())
         .modify(|sa| sa.managed_fields_mut().clear())
         .reflect(service_accounts_writer)
         .inspect_ok(listed(&gate, "service-accounts"))
@@ -121,7 +206,7 @@ pub async fn run(client: Client, config: Config) {
         Api::<PartialObjectMeta<Namespace>>::all(client.clone()),
         all.clone(),
     )
-    .default_backoff()
+    .backoff(WatchBackoff::default())
     .modify(|ns| ns.managed_fields_mut().clear())
     .reflect(namespaces_writer)
     .inspect_ok(listed(&gate, "namespaces"))
@@ -132,7 +217,7 @@ pub async fn run(client: Client, config: Config) {
         Api::<Secret>::all(client.clone()),
         all.clone().labels(&format!("{MANAGED_LABEL}=true")),
     )
-    .default_backoff()
+    .backoff(WatchBackoff::default())
     .modify(|s| s.managed_fields_mut().clear())
     .reflect(managed_secrets_writer)
     .inspect_ok(listed(&gate, "managed-secrets"))
@@ -142,7 +227,7 @@ pub async fn run(client: Client, config: Config) {
         Api::<Secret>::all(client.clone()),
         all.labels(&format!("{SOURCE_LABEL}=true")),
     )
-    .default_backoff()
+    .backoff(WatchBackoff::default())
     .modify(|s| s.managed_fields_mut().clear())
     .reflect(source_secrets_writer)
     .inspect_ok(listed(&gate, "source-secrets"))
@@ -154,37 +239,96 @@ pub async fn run(client: Client, config: Config) {
     let namespaced = Controller::for_stream(credential_events.applied_objects(), credentials)
         .reconcile_on(credentials_rx)
         .with_config(credential_config.clone())
+        // kube's own default here grows to 30 s on top of the watch's: after a CRD
+        // re-install that alone left new credentials unseen for over a minute.
+        .trigger_backoff(WatchBackoff::default())
         .shutdown_on_signal()
         .run(
             reconcile::reconcile::<RegistryCredential>,
             error_policy,
             ctx.clone(),
         )
-        .for_each(log_result);
+        .for_each(log_result(&metrics, "registrycredentials"));
     let cluster = Controller::for_stream(cluster_events.applied_objects(), cluster_credentials)
         .reconcile_on(cluster_rx)
         .with_config(credential_config)
+        .trigger_backoff(WatchBackoff::default())
         .shutdown_on_signal()
         .run(
             reconcile::reconcile::<ClusterRegistryCredential>,
             error_policy,
             ctx.clone(),
         )
-        .for_each(log_result);
+        .for_each(log_result(&metrics, "clusterregistrycredentials"));
     let accounts = Controller::for_stream(sa_events.applied_objects(), service_accounts)
         .reconcile_on(sa_rx)
+        .trigger_backoff(WatchBackoff::default())
         .shutdown_on_signal()
         .run(service_accounts::reconcile, error_policy, ctx)
-        .for_each(log_result);
+        .for_each(log_result(&metrics, "serviceaccounts"));
 
     let caches = future::join3(
-        drain(namespace_events),
-        drain(managed_events),
-        drain(source_events),
+        drain(namespace_events, &metrics, "namespaces"),
+        drain(managed_events, &metrics, "secrets"),
+        drain(source_events, &metrics, "secrets"),
     );
+    let (stop_election, stopped) = watch::channel(false);
+    let election = async {
+        match config.leader_election.clone() {
+            Some(settings) => lease::elect(client.clone(), settings, leading_tx, stopped).await,
+            // No election: just wait for the shutdown below (pending for ever here kept a
+            // stopping --leader-elect=false controller from exiting).
+            None => {
+                let mut stopped = stopped;
+                let _ = stopped.wait_for(|stop| *stop).await;
+                Ok(())
+            }
+        }
+    };
+    tokio::pin!(election);
     tokio::select! {
         _ = future::join3(namespaced, cluster, accounts) => {}
         _ = caches => warn!("a cache watch ended unexpectedly"),
+        lost = &mut election => return lost,
+    }
+    // Shutting down: give the lease up so another replica takes over at once.
+    stop_election.send_replace(true);
+    election.await
+}
+
+/// A same-named Secret that is not regcred's is asked about again after this long.
+const UNMANAGED_RETRY: Duration = Duration::from_secs(300);
+/// A missing or unlabelled source is looked up again after this long (its labelling
+/// arrives through the source watch at once).
+const MISSING_SOURCE_RETRY: Duration = Duration::from_secs(60);
+
+/// How soon a failed watch lists again: quickly, and never more than half a second apart,
+/// so that after an API server restart or a CRD re-install the caches (and the namespaces
+/// and credentials created meanwhile) are back within a second of the server being ready.
+/// kube's default grows to 30 s, which left new namespaces uncovered for a minute.
+#[derive(Default)]
+pub(crate) struct WatchBackoff {
+    failures: u32,
+}
+
+impl WatchBackoff {
+    const FIRST: Duration = Duration::from_millis(100);
+    const CAP: Duration = Duration::from_millis(500);
+}
+
+impl Iterator for WatchBackoff {
+    type Item = Duration;
+
+    fn next(&mut self) -> Option<Duration> {
+        let wait = Self::FIRST.saturating_mul(1 << self.failures.min(4));
+        self.failures = self.failures.saturating_add(1);
+        Some(wait.min(Self::CAP))
+    }
+}
+
+impl Backoff for WatchBackoff {
+    fn reset(&mut self) {
+        self.failures = 0;
     }
 }
 
@@ -209,34 +353,81 @@ fn listed<K>(gate: &Arc<ReadyGate>, cache: &'static str) -> impl Fn(&watcher::Ev
 }
 
 /// Drives a cache's watch, logging (and surviving) errors; the watcher backs off itself.
-async fn drain<K>(events: impl Stream<Item = Result<watcher::Event<K>, watcher::Error>>) {
+async fn drain<K>(
+    events: impl Stream<Item = Result<watcher::Event<K>, watcher::Error>>,
+    metrics: &Metrics,
+    resource: &'static str,
+) {
     events
         .for_each(|e| {
             if let Err(err) = e {
-                warn!(error = %err, "watch failed; retrying");
+                metrics.watch_failed(resource);
+                watch_failed(&err);
             }
             future::ready(())
         })
         .await;
 }
 
+/// Drops a deleted credential's counters.
+fn forget_deleted<C: Credential>(metrics: &Arc<Metrics>) -> impl Fn(&watcher::Event<C>) + use<C> {
+    let metrics = metrics.clone();
+    move |event| {
+        if let watcher::Event::Delete(credential) = event {
+            metrics.forget(&credential.id());
+        }
+    }
+}
+
+/// Logs a failed watch: at WARN at most once per [`WATCH_WARNING_INTERVAL`] (every
+/// watch retries twice a second while the API server is away), at DEBUG otherwise.
+fn watch_failed(error: &dyn std::fmt::Display) {
+    static LAST_WARNING: std::sync::Mutex<Option<std::time::Instant>> = std::sync::Mutex::new(None);
+    let mut last = LAST_WARNING.lock().unwrap_or_else(|e| e.into_inner());
+    if last.is_none_or(|at| at.elapsed() >= WATCH_WARNING_INTERVAL) {
+        *last = Some(std::time::Instant::now());
+        warn!(%error, "watch failed; retrying (further failures within 10 s at debug)");
+    } else {
+        debug!(%error, "watch failed; retrying");
+    }
+}
+
+const WATCH_WARNING_INTERVAL: Duration = Duration::from_secs(10);
+
 fn error_policy<K: Resource<DynamicType = ()>>(
     object: Arc<K>,
     error: &Error,
     ctx: Arc<Context>,
 ) -> Action {
-    let key = ObjectRef::from_obj(&*object).to_string();
-    let wait = ctx.backoff.next(&key);
-    warn!(object = %key, error = %error, kind = error.kind(), retry_in = ?wait, "reconcile failed");
+    let key = ObjectKey::of(&*object);
+    let wait = ctx.backoff.next(&RetryKey::Reconcile(key));
+    let object = ObjectRef::from_obj(&*object);
+    warn!(%object, error = %error, kind = error.kind(), retry_in = ?wait, "reconcile failed");
     Action::requeue(wait)
 }
 
-fn log_result<K: Resource, E: Debug>(
-    result: Result<(ObjectRef<K>, Action), E>,
-) -> future::Ready<()> {
-    match result {
-        Ok((object, _)) => debug!(object = %object.name, "reconciled"),
-        Err(e) => debug!(error = ?e, "reconcile error"),
+/// What a controller's stream yields for each reconcile.
+type Reconciled<K, E, Q> = Result<(ObjectRef<K>, Action), controller::Error<E, Q>>;
+
+/// Logs each reconcile's result; a failed watch is also counted against `resource`.
+fn log_result<K: Resource, E: std::error::Error, Q: std::error::Error>(
+    metrics: &Arc<Metrics>,
+    resource: &'static str,
+) -> impl FnMut(Reconciled<K, E, Q>) -> future::Ready<()> + use<K, E, Q> {
+    let metrics = metrics.clone();
+    move |result| {
+        match result {
+            Ok((object, _)) => debug!(object = %object.name, "reconciled"),
+            // Already logged by the error policy.
+            Err(controller::Error::ReconcilerFailed(..)) => {}
+            // A watch failed: a deleted CRD, an API server restart, lost permissions. Worth
+            // seeing at the default level; the watch retries by itself.
+            Err(controller::Error::QueueError(e)) => {
+                metrics.watch_failed(resource);
+                watch_failed(&e);
+            }
+            Err(e) => debug!(error = %e, "reconcile error"),
+        }
+        future::ready(())
     }
-    future::ready(())
 }

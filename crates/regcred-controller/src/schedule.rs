@@ -10,23 +10,23 @@ use std::time::Duration;
 use jiff::{SignedDuration, Timestamp};
 
 /// The shortest time between two mints of one credential.
-pub const MIN_INTERVAL: Duration = Duration::from_secs(5);
+pub(crate) const MIN_INTERVAL: Duration = Duration::from_secs(5);
 
 /// Up to this share of the renewal window is taken off, by credential.
 const JITTER_SHARE: f64 = 0.05;
 
 /// A refresh plan.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Plan {
-    pub next: Timestamp,
+pub(crate) struct Plan {
+    pub(crate) next: Timestamp,
     /// Said in the condition when the token lives shorter than the renewal window.
-    pub warning: Option<String>,
+    pub(crate) warning: Option<String>,
 }
 
 /// Plans the next refresh of a token issued at `issued_at` that expires at `expires_at`.
 /// `seed` (the credential's UID) makes the jitter stable across restarts. The result
 /// depends on nothing else, so a restarted controller resumes the same schedule.
-pub fn next_refresh(
+pub(crate) fn next_refresh(
     issued_at: Timestamp,
     expires_at: Timestamp,
     renew_before: Option<Duration>,
@@ -51,8 +51,15 @@ pub fn next_refresh(
         None => (default_window, None),
     };
     let jitter = window.as_secs_f64() * JITTER_SHARE * fraction(seed);
-    let planned = expires_at - window - SignedDuration::from_secs_f64(jitter);
-    let earliest = issued_at + SignedDuration::try_from(MIN_INTERVAL).expect("a small duration");
+    // Checked: the times come from an outside answer and must never panic the controller;
+    // out of range means "as early as allowed".
+    let planned = expires_at
+        .checked_sub(window)
+        .and_then(|t| t.checked_sub(SignedDuration::from_secs_f64(jitter)))
+        .unwrap_or(Timestamp::MIN);
+    let earliest = issued_at
+        .checked_add(SignedDuration::try_from(MIN_INTERVAL).expect("a small duration"))
+        .unwrap_or(issued_at);
     Plan {
         next: planned.max(earliest),
         warning,
@@ -60,7 +67,7 @@ pub fn next_refresh(
 }
 
 /// Parses `renewBefore` (`4h`, `90m`, `1h30m`, `45s`; the schema allows only these forms).
-pub fn parse_duration(text: &str) -> Option<Duration> {
+pub(crate) fn parse_duration(text: &str) -> Option<Duration> {
     let mut total = 0u64;
     let mut digits = String::new();
     for c in text.chars() {
@@ -70,12 +77,13 @@ pub fn parse_duration(text: &str) -> Option<Duration> {
         }
         let n: u64 = digits.parse().ok()?;
         digits.clear();
-        total += n * match c {
+        let unit = match c {
             'h' => 3600,
             'm' => 60,
             's' => 1,
             _ => return None,
         };
+        total = total.checked_add(n.checked_mul(unit)?)?;
     }
     (digits.is_empty() && !text.is_empty()).then(|| Duration::from_secs(total))
 }
@@ -142,6 +150,20 @@ mod tests {
     }
 
     #[test]
+    fn extreme_times_never_panic() {
+        for (issued, expires) in [
+            (Timestamp::MIN, Timestamp::MAX),
+            (Timestamp::MAX, Timestamp::MIN),
+            (Timestamp::MAX, Timestamp::MAX),
+            (Timestamp::MIN, Timestamp::MIN),
+        ] {
+            for renew in [None, Some(Duration::MAX), Some(Duration::ZERO)] {
+                let _ = next_refresh(issued, expires, renew, "uid");
+            }
+        }
+    }
+
+    #[test]
     fn durations_parse_in_the_schema_forms() {
         assert_eq!(parse_duration("4h"), Some(Duration::from_secs(4 * 3600)));
         assert_eq!(parse_duration("1h30m"), Some(Duration::from_secs(5400)));
@@ -149,5 +171,7 @@ mod tests {
         assert_eq!(parse_duration("90"), None);
         assert_eq!(parse_duration(""), None);
         assert_eq!(parse_duration("4d"), None);
+        assert_eq!(parse_duration("99999999999999999999h"), None);
+        assert_eq!(parse_duration("9999999999999999h"), None, "overflows");
     }
 }

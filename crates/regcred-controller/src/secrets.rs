@@ -6,22 +6,23 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::Api;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams, Preconditions};
 use regcred_api::DeletionPolicy;
 use regcred_api::names::{FIELD_MANAGER, GROUP, MANAGED_BY, MANAGED_LABEL, OWNER_ANNOTATION};
 
-use crate::context::Context;
 use crate::credential::Credential;
 use crate::error::Error;
+use crate::signing::Signer;
+use kube::Client;
 
-pub const DOCKER_CONFIG_KEY: &str = ".dockerconfigjson";
-pub const DOCKER_CONFIG_TYPE: &str = "kubernetes.io/dockerconfigjson";
+pub(crate) const DOCKER_CONFIG_KEY: &str = ".dockerconfigjson";
+pub(crate) const DOCKER_CONFIG_TYPE: &str = "kubernetes.io/dockerconfigjson";
 
 /// What happened to one namespace's Secret.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Outcome {
+pub(crate) enum Outcome {
     Unchanged,
     Created,
     Updated,
@@ -29,13 +30,14 @@ pub enum Outcome {
     Unmanaged,
 }
 
-/// The Secret `credential` wants in `namespace` (pure). `annotations` are added to the
-/// owner annotation (the lifetime of minted tokens).
-pub fn desired<C: Credential>(
+/// The Secret `credential` wants in `namespace` (pure), signed. `annotations` are added
+/// to the owner annotation (the lifetime of minted tokens).
+pub(crate) fn desired<C: Credential>(
     credential: &C,
     namespace: &str,
     config: &[u8],
     annotations: &BTreeMap<String, String>,
+    signer: &Signer,
 ) -> Secret {
     let labels = BTreeMap::from([
         (MANAGED_LABEL.to_owned(), "true".to_owned()),
@@ -52,7 +54,7 @@ pub fn desired<C: Credential>(
         DeletionPolicy::Delete => credential.owner_reference().map(|o| vec![o]),
         DeletionPolicy::Orphan => None,
     };
-    Secret {
+    let mut secret = Secret {
         metadata: ObjectMeta {
             name: Some(credential.secret_name()),
             namespace: Some(namespace.to_owned()),
@@ -67,11 +69,13 @@ pub fn desired<C: Credential>(
             ByteString(config.to_vec()),
         )])),
         ..Default::default()
-    }
+    };
+    signer.sign(&mut secret);
+    secret
 }
 
 /// Whether `existing` differs from `desired` in anything regcred sets (pure).
-pub fn differs(existing: &Secret, desired: &Secret) -> bool {
+pub(crate) fn differs(existing: &Secret, desired: &Secret) -> bool {
     let subset = |want: &Option<BTreeMap<String, String>>,
                   have: &Option<BTreeMap<String, String>>| {
         want.iter()
@@ -84,12 +88,14 @@ pub fn differs(existing: &Secret, desired: &Secret) -> bool {
             .and_then(|d| d.get(DOCKER_CONFIG_KEY))
             .cloned()
     };
+    // Only regcred's own ownerReferences: someone else's are kept, not fought over.
     let owners = |s: &Secret| {
         let mut uids: Vec<String> = s
             .metadata
             .owner_references
             .iter()
             .flatten()
+            .filter(|o| is_regcred_owner(o))
             .map(|o| o.uid.clone())
             .collect();
         uids.sort();
@@ -105,15 +111,15 @@ pub fn differs(existing: &Secret, desired: &Secret) -> bool {
 }
 
 /// Brings one namespace's Secret to `desired`. `existing` is the cached managed Secret.
-pub async fn ensure(
-    ctx: &Context,
+pub(crate) async fn ensure(
+    client: &Client,
     desired: &Secret,
     existing: Option<&Secret>,
     force: bool,
 ) -> Result<Outcome, Error> {
     let namespace = desired.metadata.namespace.as_deref().unwrap_or_default();
     let name = desired.metadata.name.as_deref().unwrap_or_default();
-    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
+    let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
     match existing {
         Some(existing) if !force && !differs(existing, desired) => Ok(Outcome::Unchanged),
         Some(existing) => {
@@ -146,15 +152,16 @@ pub async fn ensure(
 }
 
 /// Deletes a managed Secret that is no longer wanted (namespace no longer targeted, or the
-/// Secret was renamed), guarded by its UID so a replacement is never deleted.
-pub async fn remove(ctx: &Context, secret: &Secret) -> Result<(), Error> {
+/// Secret was renamed), guarded by its UID and resourceVersion: a replacement, or a
+/// version the cache has not seen, is never deleted (the next event brings it back here).
+pub(crate) async fn remove(client: &Client, secret: &Secret) -> Result<(), Error> {
     let namespace = secret.metadata.namespace.as_deref().unwrap_or_default();
     let name = secret.metadata.name.as_deref().unwrap_or_default();
-    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
+    let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
     let params = DeleteParams {
         preconditions: Some(Preconditions {
             uid: secret.metadata.uid.clone(),
-            resource_version: None,
+            resource_version: secret.metadata.resource_version.clone(),
         }),
         ..Default::default()
     };
@@ -170,13 +177,12 @@ pub async fn remove(ctx: &Context, secret: &Secret) -> Result<(), Error> {
 /// overwrite a change the cache has not seen yet.
 fn update_patch(existing: &Secret, desired: &Secret) -> serde_json::Value {
     // Keep others' ownerReferences; replace those pointing at regcred's resources.
-    let group = format!("{GROUP}/");
     let mut owner_references: Vec<_> = existing
         .metadata
         .owner_references
         .iter()
         .flatten()
-        .filter(|o| !o.api_version.starts_with(&group))
+        .filter(|o| !is_regcred_owner(o))
         .cloned()
         .collect();
     owner_references.extend(desired.metadata.owner_references.iter().flatten().cloned());
@@ -191,12 +197,23 @@ fn update_patch(existing: &Secret, desired: &Secret) -> serde_json::Value {
     })
 }
 
+fn is_regcred_owner(owner: &OwnerReference) -> bool {
+    owner
+        .api_version
+        .strip_prefix(GROUP)
+        .is_some_and(|rest| rest.starts_with('/'))
+}
+
 #[cfg(test)]
 mod tests {
     use kube::core::ObjectMeta;
     use regcred_api::{CredentialSpec, RegistryCredential, RegistryCredentialSpec};
 
     use super::*;
+
+    fn signer() -> Signer {
+        Signer::from_key([1; 32])
+    }
 
     fn credential(policy: DeletionPolicy) -> RegistryCredential {
         let mut c = RegistryCredential::new(
@@ -231,6 +248,7 @@ mod tests {
             "app",
             b"{}",
             &BTreeMap::new(),
+            &signer(),
         );
         assert_eq!(s.metadata.name.as_deref(), Some("pull"));
         assert_eq!(s.type_.as_deref(), Some(DOCKER_CONFIG_TYPE));
@@ -258,6 +276,7 @@ mod tests {
             "app",
             b"{}",
             &BTreeMap::new(),
+            &signer(),
         );
         assert!(s.metadata.owner_references.is_none());
     }
@@ -269,6 +288,7 @@ mod tests {
             "app",
             b"{\"auths\":{}}",
             &BTreeMap::new(),
+            &signer(),
         );
         let mut have = want.clone();
         have.metadata.resource_version = Some("7".into());
@@ -292,7 +312,155 @@ mod tests {
             "app",
             b"{\"auths\":{}}",
             &BTreeMap::new(),
+            &signer(),
         );
         assert!(differs(&have, &orphan));
+
+        let mut foreign_owner = have.clone();
+        foreign_owner
+            .metadata
+            .owner_references
+            .get_or_insert_with(Vec::new)
+            .push(OwnerReference {
+                api_version: "argoproj.io/v1alpha1".into(),
+                kind: "Application".into(),
+                name: "app".into(),
+                uid: "uid-argo".into(),
+                ..Default::default()
+            });
+        assert!(
+            !differs(&foreign_owner, &want),
+            "someone else's ownerReference is no reason to write"
+        );
+    }
+
+    #[test]
+    fn desired_secrets_are_signed_as_regcred_s() {
+        let s = desired(
+            &credential(DeletionPolicy::Delete),
+            "app",
+            b"{}",
+            &BTreeMap::new(),
+            &signer(),
+        );
+        assert!(signer().content_intact(&s));
+    }
+
+    /// The exact calls `ensure` and `remove` make, against a scripted API server.
+    mod calls {
+        use http::{Method, StatusCode};
+        use serde_json::json;
+
+        use super::*;
+        use crate::api_mock::{self, status};
+
+        fn want() -> Secret {
+            desired(
+                &credential(DeletionPolicy::Delete),
+                "app",
+                b"{\"auths\":{}}",
+                &BTreeMap::new(),
+                &signer(),
+            )
+        }
+
+        fn cached(secret: &Secret) -> Secret {
+            let mut s = secret.clone();
+            s.metadata.resource_version = Some("41".into());
+            s.metadata.uid = Some("secret-uid".into());
+            s
+        }
+
+        #[tokio::test]
+        async fn a_secret_that_matches_the_cache_costs_no_request() {
+            let (client, server) = api_mock::client();
+            let want = want();
+            let outcome = ensure(&client, &want, Some(&cached(&want)), false)
+                .await
+                .unwrap();
+            assert_eq!(outcome, Outcome::Unchanged);
+            drop(client);
+            server.nothing_more().await;
+        }
+
+        #[tokio::test]
+        async fn a_changed_secret_is_one_merge_patch_preconditioned_on_the_cached_version() {
+            let (client, mut server) = api_mock::client();
+            let want = want();
+            let mut have = cached(&want);
+            have.data = Some(BTreeMap::from([(
+                DOCKER_CONFIG_KEY.to_owned(),
+                ByteString(b"{\"auths\":{\"old\":{}}}".to_vec()),
+            )]));
+            let answered = cached(&want);
+            let (outcome, sent) = tokio::join!(
+                ensure(&client, &want, Some(&have), false),
+                server.answer(StatusCode::OK, serde_json::to_value(&answered).unwrap())
+            );
+            assert_eq!(outcome.unwrap(), Outcome::Updated);
+            assert_eq!(sent.method, Method::PATCH);
+            assert_eq!(
+                sent.uri,
+                "/api/v1/namespaces/app/secrets/pull?&fieldManager=regcred"
+            );
+            assert_eq!(
+                sent.content_type.as_deref(),
+                Some("application/merge-patch+json")
+            );
+            assert_eq!(sent.body["metadata"]["resourceVersion"], "41");
+            assert_eq!(
+                sent.body["data"][DOCKER_CONFIG_KEY],
+                json!(ByteString(b"{\"auths\":{}}".to_vec()))
+            );
+            drop(client);
+            server.nothing_more().await;
+        }
+
+        #[tokio::test]
+        async fn a_missing_secret_is_created_and_a_same_named_one_is_left_alone() {
+            let (client, mut server) = api_mock::client();
+            let want = want();
+            let (outcome, sent) = tokio::join!(
+                ensure(&client, &want, None, false),
+                server.answer(StatusCode::CREATED, serde_json::to_value(&want).unwrap())
+            );
+            assert_eq!(outcome.unwrap(), Outcome::Created);
+            assert_eq!(sent.method, Method::POST);
+            assert_eq!(
+                sent.uri,
+                "/api/v1/namespaces/app/secrets?&fieldManager=regcred"
+            );
+            assert_eq!(sent.body["metadata"]["name"], "pull");
+            assert_eq!(sent.body["type"], DOCKER_CONFIG_TYPE);
+
+            // Someone else's Secret by that name: AlreadyExists, and no second attempt.
+            let (outcome, sent) = tokio::join!(
+                ensure(&client, &want, None, false),
+                server.answer(StatusCode::CONFLICT, status(409, "AlreadyExists"))
+            );
+            assert_eq!(outcome.unwrap(), Outcome::Unmanaged);
+            assert_eq!(sent.method, Method::POST);
+            drop(client);
+            server.nothing_more().await;
+        }
+
+        #[tokio::test]
+        async fn removal_is_preconditioned_and_a_gone_secret_is_fine() {
+            let (client, mut server) = api_mock::client();
+            let have = cached(&want());
+            let (removed, sent) = tokio::join!(
+                remove(&client, &have),
+                server.answer(StatusCode::NOT_FOUND, status(404, "NotFound"))
+            );
+            removed.unwrap();
+            assert_eq!(sent.method, Method::DELETE);
+            assert_eq!(sent.uri, "/api/v1/namespaces/app/secrets/pull?");
+            assert_eq!(
+                sent.body["preconditions"],
+                json!({"uid": "secret-uid", "resourceVersion": "41"})
+            );
+            drop(client);
+            server.nothing_more().await;
+        }
     }
 }

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use regcred_api::{Selector, SelectorOperator};
 
 /// Whether `labels` satisfy every requirement of `selector` (an empty selector matches all).
-pub fn matches(selector: &Selector, labels: Option<&BTreeMap<String, String>>) -> bool {
+pub(crate) fn matches(selector: &Selector, labels: Option<&BTreeMap<String, String>>) -> bool {
     let empty = BTreeMap::new();
     let labels = labels.unwrap_or(&empty);
     let labels_match = selector

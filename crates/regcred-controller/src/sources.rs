@@ -10,13 +10,13 @@ use regcred_api::condition_reasons as reasons;
 use regcred_api::names::SOURCE_LABEL;
 use regcred_providers::{RegistryAuth, StaticError, StaticInput, from_static_secret};
 
-use crate::context::Context;
+use crate::context::{Context, ObjectKey};
 use crate::credential::Credential;
 use crate::error::Error;
 
 /// Why a credential's sources cannot be used. Names objects and keys, never values.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
-pub enum SourceError {
+pub(crate) enum SourceError {
     #[error("source Secret {namespace}/{name} does not exist")]
     NotFound { namespace: String, name: String },
     #[error(
@@ -52,11 +52,15 @@ pub enum SourceError {
         name: String,
         message: String,
     },
+    #[error(
+        "ecr.endpoint {endpoint} is not an AWS host; a RegistryCredential may name only AWS endpoints unless the controller is started with --allow-ecr-endpoint for that host"
+    )]
+    EndpointNotAllowed { endpoint: String },
 }
 
 impl SourceError {
     /// The `Ready` condition reason.
-    pub fn reason(&self) -> &'static str {
+    pub(crate) fn reason(&self) -> &'static str {
         match self {
             SourceError::NotFound { .. } => reasons::SOURCE_NOT_FOUND,
             SourceError::NotLabelled { .. } => reasons::SOURCE_NOT_LABELLED,
@@ -66,7 +70,8 @@ impl SourceError {
             SourceError::NoServiceAccount { .. } => reasons::SOURCE_NOT_FOUND,
             SourceError::ControllerIdentityNotAllowed => reasons::AWS_NOT_ALLOWED,
             SourceError::Aws { reason, .. } => reason,
-            SourceError::TokenRequest { .. } => reasons::API_ERROR,
+            SourceError::TokenRequest { .. } => reasons::TOKEN_REQUEST_FAILED,
+            SourceError::EndpointNotAllowed { .. } => reasons::AWS_ENDPOINT_NOT_ALLOWED,
         }
     }
 }
@@ -75,7 +80,7 @@ impl SourceError {
 /// [`crate::minting`]).
 ///
 /// The outer error is a transient API failure; the inner one a configuration fault.
-pub async fn resolve<C: Credential>(
+pub(crate) async fn resolve<C: Credential>(
     ctx: &Context,
     credential: &C,
 ) -> Result<Result<Vec<RegistryAuth>, SourceError>, Error> {
@@ -134,17 +139,26 @@ pub(crate) fn is_source(secret: &Secret) -> bool {
 
 /// Tells a missing Secret from an unlabelled one with a metadata-only GET: the data of an
 /// unlabelled Secret is never fetched.
+///
+/// The answer is remembered for a while: reconciles of a credential repeat for many
+/// reasons, and a labelled Secret arrives through the source watch anyway.
 pub(crate) async fn missing_source(
     ctx: &Context,
     namespace: &str,
     name: &str,
 ) -> Result<SourceError, Error> {
+    let key = ObjectKey::secret(namespace, name);
+    if let Some(known) = ctx.missing_sources.get(&key) {
+        return Ok(known);
+    }
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
     let exists = api.get_metadata_opt(name).await?.is_some();
     let (namespace, name) = (namespace.to_owned(), name.to_owned());
-    Ok(if exists {
+    let problem = if exists {
         SourceError::NotLabelled { namespace, name }
     } else {
         SourceError::NotFound { namespace, name }
-    })
+    };
+    ctx.missing_sources.record(key, problem.clone());
+    Ok(problem)
 }

@@ -16,31 +16,31 @@ use crate::context::Context;
 use crate::credential::Credential;
 use crate::error::Error;
 
-pub const READY: &str = "Ready";
+pub(crate) const READY: &str = "Ready";
 
 /// What one reconcile found.
 #[derive(Debug, Default)]
-pub struct Report {
-    pub secret_name: String,
-    pub registries: Vec<String>,
-    pub namespaces: i32,
-    pub secrets_ready: i32,
-    pub service_accounts: i32,
-    pub service_accounts_patched: i32,
-    pub failures: Vec<TargetFailure>,
+pub(crate) struct Report {
+    pub(crate) secret_name: String,
+    pub(crate) registries: Vec<String>,
+    pub(crate) namespaces: i32,
+    pub(crate) secrets_ready: i32,
+    pub(crate) service_accounts: i32,
+    pub(crate) service_accounts_patched: i32,
+    pub(crate) failures: Vec<TargetFailure>,
     /// A fault that stops every write (a source problem): reason and message.
-    pub blocked: Option<(&'static str, String)>,
+    pub(crate) blocked: Option<(&'static str, String)>,
     /// Whether any Secret was written.
-    pub wrote: bool,
-    pub refresh_request: Option<String>,
+    pub(crate) wrote: bool,
+    pub(crate) refresh_request: Option<String>,
     /// When the token in the Secrets expires, and when the next mint is planned.
-    pub expires_at: Option<Timestamp>,
-    pub next_refresh: Option<Timestamp>,
+    pub(crate) expires_at: Option<Timestamp>,
+    pub(crate) next_refresh: Option<Timestamp>,
     /// When the tokens now written were minted, if in this reconcile.
-    pub minted_at: Option<Timestamp>,
-    pub refresh_failures: i32,
+    pub(crate) minted_at: Option<Timestamp>,
+    pub(crate) refresh_failures: i32,
     /// Said in the `Ready` message (for example a renewBefore the token cannot honour).
-    pub note: Option<String>,
+    pub(crate) note: Option<String>,
 }
 
 impl Report {
@@ -91,7 +91,7 @@ impl Report {
 }
 
 /// The status `report` calls for, keeping timestamps that did not change in meaning.
-pub fn build(
+pub(crate) fn build(
     previous: Option<&CredentialStatus>,
     generation: Option<i64>,
     report: &Report,
@@ -141,6 +141,32 @@ pub fn build(
     }
 }
 
+/// The status while a refresh is still pending and the token in the Secrets has expired:
+/// whatever the refresh is waiting for, status must not go on saying Synced.
+pub(crate) fn expired_while_refreshing(
+    previous: Option<&CredentialStatus>,
+    generation: Option<i64>,
+    expires_at: Timestamp,
+    now: Timestamp,
+) -> CredentialStatus {
+    let mut status = previous.cloned().unwrap_or_default();
+    status.observed_generation = generation;
+    status.expires_at = Some(whole_seconds(expires_at));
+    status.conditions.retain(|c| c.type_ != READY);
+    status.conditions.push(Condition {
+        type_: READY.into(),
+        status: "False".into(),
+        reason: reasons::EXPIRED.into(),
+        message: format!(
+            "the token in the Secrets EXPIRED at {}; the refresh started before has not finished yet",
+            whole_seconds(expires_at).0
+        ),
+        observed_generation: generation,
+        last_transition_time: whole_seconds(now),
+    });
+    status
+}
+
 /// Kubernetes stores times to the second: a finer one would never compare equal to what
 /// was read back, and every reconcile would write the status again.
 fn whole_seconds(t: Timestamp) -> Time {
@@ -148,7 +174,10 @@ fn whole_seconds(t: Timestamp) -> Time {
 }
 
 /// The Event for a change of the `Ready` condition, if it changed.
-pub fn transition(previous: Option<&CredentialStatus>, next: &CredentialStatus) -> Option<Event> {
+pub(crate) fn transition(
+    previous: Option<&CredentialStatus>,
+    next: &CredentialStatus,
+) -> Option<Event> {
     let ready = |s: &CredentialStatus| {
         s.conditions
             .iter()
@@ -174,11 +203,11 @@ pub fn transition(previous: Option<&CredentialStatus>, next: &CredentialStatus) 
 
 /// The least time between two status writes of one credential that change only counts:
 /// a fan-out to hundreds of namespaces must not write status once per namespace.
-pub const MIN_STATUS_INTERVAL: Duration = Duration::from_secs(1);
+pub(crate) const MIN_STATUS_INTERVAL: Duration = Duration::from_secs(1);
 
 /// What [`publish`] did.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Published {
+pub(crate) enum Published {
     Unchanged,
     Written,
     /// Only counts changed and the last write was too recent: retry after this long.
@@ -188,12 +217,21 @@ pub enum Published {
 /// Writes `next` if it differs from the credential's status, and publishes the Event of a
 /// transition. A change of the `Ready` condition is written at once; a change of counts
 /// alone at most once per [`MIN_STATUS_INTERVAL`].
-pub async fn publish<C: Credential>(
+pub(crate) async fn publish<C: Credential>(
     ctx: &Context,
     credential: &C,
     next: CredentialStatus,
 ) -> Result<Published, Error> {
-    let previous = credential.status();
+    publish_over(ctx, credential, credential.status(), next).await
+}
+
+/// [`publish`], over a status this reconcile already wrote (`previous`).
+pub(crate) async fn publish_over<C: Credential>(
+    ctx: &Context,
+    credential: &C,
+    previous: Option<&CredentialStatus>,
+    next: CredentialStatus,
+) -> Result<Published, Error> {
     if previous == Some(&next) {
         return Ok(Published::Unchanged);
     }
@@ -241,6 +279,25 @@ mod tests {
 
     fn at(s: i64) -> Timestamp {
         Timestamp::from_second(s).unwrap()
+    }
+
+    #[test]
+    fn an_expired_token_with_a_pending_refresh_is_not_ready() {
+        let now = Timestamp::from_second(1000).unwrap();
+        let synced = build(None, Some(1), &report(), now);
+        let expired = expired_while_refreshing(
+            Some(&synced),
+            Some(1),
+            Timestamp::from_second(990).unwrap(),
+            now,
+        );
+        let ready = &expired.conditions[0];
+        assert_eq!(
+            (ready.status.as_str(), ready.reason.as_str()),
+            ("False", reasons::EXPIRED)
+        );
+        assert_eq!(expired.targets, synced.targets, "counts are kept");
+        assert!(transition(Some(&synced), &expired).is_some(), "an Event");
     }
 
     #[test]

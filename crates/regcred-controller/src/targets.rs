@@ -10,7 +10,7 @@ use crate::credential::CredentialId;
 use crate::selector;
 
 /// Whether a ServiceAccount is targeted by `spec` (all, by name, or by selector).
-pub fn covers_service_account(
+pub(crate) fn covers_service_account(
     spec: &CredentialSpec,
     name: &str,
     labels: Option<&BTreeMap<String, String>>,
@@ -27,14 +27,14 @@ pub fn covers_service_account(
 
 /// A credential's claim on a Secret name in a namespace.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Claim {
-    pub id: CredentialId,
-    pub created: Option<Timestamp>,
+pub(crate) struct Claim {
+    pub(crate) id: CredentialId,
+    pub(crate) created: Option<Timestamp>,
 }
 
 /// The winner among claims on one Secret: the oldest, then by kind, namespace and name.
 /// Every replica and every reconcile computes the same answer, so nothing flaps.
-pub fn winner(claims: &[Claim]) -> Option<&Claim> {
+pub(crate) fn winner(claims: &[Claim]) -> Option<&Claim> {
     claims.iter().min_by(|a, b| {
         let created = |c: &Claim| c.created.unwrap_or(Timestamp::MAX);
         created(a).cmp(&created(b)).then_with(|| a.id.cmp(&b.id))

@@ -10,21 +10,30 @@ use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher::Event;
 use regcred_api::{ClusterRegistryCredential, RegistryCredential};
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
-use crate::context::{CacheLag, Stores, owner_of};
+use crate::context::{CacheLag, ObjectKey, Stores, owner_of};
 use crate::credential::{Credential, CredentialId, Kind};
 
 /// Where reconcile requests go.
 #[derive(Clone)]
-pub struct Triggers {
-    pub stores: Stores,
+pub(crate) struct Triggers {
+    pub(crate) stores: Stores,
     /// Told when the watch delivers a version newer than regcred's own last write.
-    pub cache_lag: Arc<CacheLag>,
-    pub credentials: UnboundedSender<ObjectRef<RegistryCredential>>,
-    pub cluster_credentials: UnboundedSender<ObjectRef<ClusterRegistryCredential>>,
-    pub service_accounts: UnboundedSender<ObjectRef<ServiceAccount>>,
+    pub(crate) cache_lag: Arc<CacheLag>,
+    pub(crate) credentials: UnboundedSender<ObjectRef<RegistryCredential>>,
+    pub(crate) cluster_credentials: UnboundedSender<ObjectRef<ClusterRegistryCredential>>,
+    pub(crate) service_accounts: UnboundedSender<ObjectRef<ServiceAccount>>,
+    /// The generation and deletion state last seen of each credential: a status write
+    /// changes neither, and must not recheck every ServiceAccount in the cluster.
+    pub(crate) seen_credentials: Arc<Mutex<HashMap<ObjectKey, SeenCredential>>>,
+    /// For the watches of same-named Secrets.
+    pub(crate) client: kube::Client,
 }
+
+/// A credential's generation, and whether it is being deleted.
+type SeenCredential = (Option<i64>, bool);
 
 /// The object an event is about; a re-list's end is reported as `None`.
 fn touched<K>(event: &Event<K>) -> Option<Option<&K>> {
@@ -82,8 +91,10 @@ impl Triggers {
 
     /// A credential changed or went: its ServiceAccounts need their entries rechecked, and
     /// competing credentials may now win or lose.
-    pub fn on_credential<C: Credential>(&self, event: &Event<C>) {
+    pub(crate) fn on_credential<C: Credential>(&self, event: &Event<C>) {
+        self.watch_secret_names();
         match touched(event) {
+            Some(Some(c)) if !self.credential_changed(c, matches!(event, Event::Delete(_))) => {}
             Some(Some(c)) => match c.namespace() {
                 Some(ns) => {
                     self.service_accounts_in(Some(&ns));
@@ -99,25 +110,76 @@ impl Triggers {
         }
     }
 
-    /// A namespace appeared, changed labels or started terminating.
-    pub fn on_namespace(&self, event: &Event<PartialObjectMeta<Namespace>>) {
-        if let Some(Some(ns)) = touched(event) {
-            let name = ns.name_any();
-            self.credentials_in(&name);
-            self.all_cluster_credentials();
-            self.service_accounts_in(Some(&name));
+    /// Every credential of both kinds and every ServiceAccount (a new leader's start).
+    pub(crate) fn everything(&self) {
+        for c in self.stores.credentials.state() {
+            let _ = self.credentials.unbounded_send(ObjectRef::from_obj(&*c));
+        }
+        self.all_cluster_credentials();
+        self.service_accounts_in(None);
+    }
+
+    /// Keeps one watch per Secret name that cluster credentials write (see
+    /// [`crate::named_secrets`]); a change there rechecks the credentials that may write
+    /// that namespace. Only the cluster kind's names: a tenant creating credentials must
+    /// not be able to open cluster-wide watches (a RegistryCredential's same-named Secret
+    /// is found by a refused create, remembered for a while).
+    fn watch_secret_names(&self) {
+        let names: std::collections::BTreeSet<String> = self
+            .stores
+            .cluster_credentials
+            .state()
+            .iter()
+            .map(|c| c.secret_name())
+            .take(crate::named_secrets::MAX_WATCHED_NAMES)
+            .collect();
+        let triggers = self.clone();
+        self.stores
+            .named
+            .watch_only(&self.client, names, move |namespace| {
+                triggers.credentials_in(namespace);
+                triggers.all_cluster_credentials();
+            });
+    }
+
+    /// Whether what a credential's ServiceAccounts and competitors depend on changed since
+    /// its last event (its spec, through the generation, or its deletion).
+    fn credential_changed<C: Credential>(&self, c: &C, deleted: bool) -> bool {
+        let key = ObjectKey::of(c);
+        let mut seen = self.seen_credentials.lock().expect("seen credentials lock");
+        if deleted {
+            seen.remove(&key);
+            return true;
+        }
+        let state = (c.meta().generation, c.meta().deletion_timestamp.is_some());
+        seen.insert(key, state) != Some(state)
+    }
+
+    /// A namespace appeared, changed labels or started terminating. After a re-list (an
+    /// API server restart, an expired watch) namespaces that arrived meanwhile came in
+    /// the list, not as events: recheck everything once the list is complete.
+    pub(crate) fn on_namespace(&self, event: &Event<PartialObjectMeta<Namespace>>) {
+        match touched(event) {
+            Some(Some(ns)) => {
+                let name = ns.name_any();
+                self.credentials_in(&name);
+                self.all_cluster_credentials();
+                self.service_accounts_in(Some(&name));
+            }
+            Some(None) => self.everything(),
+            None => {}
         }
     }
 
     /// A ServiceAccount changed: the counts in status of the credentials covering it.
-    pub fn on_service_account(&self, event: &Event<ServiceAccount>) {
+    pub(crate) fn on_service_account(&self, event: &Event<ServiceAccount>) {
         if let Some(Some(sa)) = touched(event)
             && let Some(ns) = sa.namespace()
         {
             let deleted = matches!(event, Event::Delete(_));
             let version = sa.metadata.resource_version.as_deref().filter(|_| !deleted);
             self.cache_lag
-                .seen(&format!("{ns}/{}", sa.name_any()), version);
+                .seen(&ObjectKey::service_account(&ns, &sa.name_any()), version);
             self.credentials_in(&ns);
             self.all_cluster_credentials();
         }
@@ -125,7 +187,7 @@ impl Triggers {
 
     /// A managed Secret changed or was deleted: restore it, let a waiting credential take
     /// the name over, and recheck the ServiceAccounts that list it.
-    pub fn on_managed_secret(&self, event: &Event<Secret>) {
+    pub(crate) fn on_managed_secret(&self, event: &Event<Secret>) {
         match touched(event) {
             Some(Some(secret)) => {
                 let ns = secret.namespace().unwrap_or_default();
@@ -136,7 +198,7 @@ impl Triggers {
                     .as_deref()
                     .filter(|_| !deleted);
                 self.cache_lag
-                    .seen(&format!("{ns}/{}", secret.name_any()), version);
+                    .seen(&ObjectKey::secret(&ns, &secret.name_any()), version);
                 if let Some(owner) = owner_of(secret).as_deref().and_then(CredentialId::parse) {
                     self.credential(&owner);
                 }
@@ -150,7 +212,7 @@ impl Triggers {
     }
 
     /// A labelled source changed: the credentials that read it.
-    pub fn on_source_secret(&self, event: &Event<Secret>) {
+    pub(crate) fn on_source_secret(&self, event: &Event<Secret>) {
         let Some(Some(secret)) = touched(event) else {
             return;
         };

@@ -52,6 +52,8 @@ pub struct AuditEvent {
     pub uri: String,
     /// The response code, once its `ResponseComplete` event is in the log.
     pub code: Option<u16>,
+    /// The client's User-Agent (regcred's names its version and replica).
+    pub user_agent: String,
 }
 
 impl AuditEvent {
@@ -175,7 +177,8 @@ struct RawEvent {
     #[serde(default, rename = "auditID")]
     audit_id: String,
     stage: String,
-    #[serde(default)]
+    // And "requestURI", not "requestUri".
+    #[serde(default, rename = "requestURI")]
     request_uri: String,
     #[serde(default)]
     verb: String,
@@ -183,6 +186,8 @@ struct RawEvent {
     user: RawUser,
     object_ref: Option<RawObjectRef>,
     response_status: Option<RawStatus>,
+    #[serde(default)]
+    user_agent: String,
 }
 
 #[derive(Deserialize, Default)]
@@ -234,6 +239,7 @@ fn parse(text: &str) -> Vec<AuditEvent> {
                 api_group: object.map(|o| o.api_group.clone()).unwrap_or_default(),
                 uri: e.request_uri.clone(),
                 code: codes.get(e.audit_id.as_str()).copied(),
+                user_agent: e.user_agent.clone(),
             }
         })
         .collect()
@@ -269,6 +275,7 @@ mod tests {
         assert_eq!(e.name.as_deref(), Some("s"));
         assert_eq!(e.api_group, "");
         assert_eq!(e.code, Some(403));
+        assert_eq!(e.uri, "/api/v1/namespaces/n/secrets/s");
     }
 
     #[test]

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc::{self, RecvTimeoutError};
@@ -39,6 +39,9 @@ pub struct BedInfo {
     /// The strict AWS emulator (ECR, STS) and its registry front.
     pub aws: AwsInfo,
     pub pids: BTreeMap<String, u32>,
+    /// The node, when the bed was started with one ([`TestBed::with_node`]).
+    #[serde(default)]
+    pub node: Option<crate::node::NodeInfo>,
 }
 
 /// The bed's AWS emulator: ECR and STS at `endpoint`, its control API at `control`, and
@@ -113,18 +116,57 @@ pub struct TestBed {
     pub run_id: String,
     /// `testbed up`'s stderr (progress and errors).
     pub(crate) stderr_log: PathBuf,
-    /// Never written and never dropped: the bed tears down when the process exits, for
-    /// whatever reason, because the kernel then closes this pipe (`--lifeline`).
-    _lifeline: ChildStdin,
+    /// Never dropped: the bed tears down when the process exits, for whatever reason,
+    /// because the kernel then closes this pipe (`--lifeline`). Fault tests write
+    /// commands to it (see [`TestBed::control`]), answered on `replies`.
+    lifeline: Mutex<(ChildStdin, mpsc::Receiver<String>)>,
     process: Mutex<Child>,
+}
+
+/// A component of the bed that fault tests restart, kill or pause.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Component {
+    Etcd,
+    ApiServer,
+    ControllerManager,
+    /// The AWS emulator: ECR, STS, its control API and its registry front.
+    Aws,
+}
+
+impl Component {
+    fn name(self) -> &'static str {
+        match self {
+            Component::Etcd => "etcd",
+            Component::ApiServer => "kube-apiserver",
+            Component::ControllerManager => "kube-controller-manager",
+            Component::Aws => "aws-emulator",
+        }
+    }
+}
+
+/// What to do to a component.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// SIGTERM, start again, wait until ready.
+    Restart,
+    /// SIGKILL, start again, wait until ready.
+    Kill,
+    /// SIGSTOP: connections are accepted and never answered.
+    Pause,
+    /// SIGCONT.
+    Resume,
 }
 
 impl TestBed {
     /// The test bed, started on first use in this process. Panics (in every test that asks)
     /// if it could not be started.
     pub fn get() -> &'static TestBed {
-        static BED: OnceLock<Result<TestBed, String>> = OnceLock::new();
-        match BED.get_or_init(start) {
+        Self::started(false)
+    }
+
+    /// The process-wide bed; `node` only matters to the call that starts it.
+    pub(crate) fn started(node: bool) -> &'static TestBed {
+        match BED.get_or_init(|| start(node)) {
             Ok(bed) => bed,
             Err(message) => panic!("{message}"),
         }
@@ -142,12 +184,36 @@ impl TestBed {
         cmd
     }
 
+    /// Restarts, kills or pauses one component, and returns once the bed says it is done
+    /// (a restarted component is ready again). Panics if the bed refuses.
+    pub fn control(&self, fault: Fault, component: Component) {
+        let verb = match fault {
+            Fault::Restart => "restart",
+            Fault::Kill => "kill",
+            Fault::Pause => "pause",
+            Fault::Resume => "resume",
+        };
+        let line = format!("{verb} {}", component.name());
+        let mut lifeline = self.lifeline.lock().unwrap_or_else(|e| e.into_inner());
+        let (stdin, replies) = &mut *lifeline;
+        writeln!(stdin, "{line}")
+            .and_then(|()| stdin.flush())
+            .expect("the test bed's stdin");
+        let reply = replies
+            .recv_timeout(READY_TIMEOUT)
+            .unwrap_or_else(|e| panic!("test bed: no answer to {line:?}: {e}"));
+        assert_eq!(reply, format!("ok {line}"), "test bed: {line:?} failed");
+    }
+
     /// How `testbed up` ended, if it has: a component that died takes the bed down.
     pub fn exit_status(&self) -> Option<std::process::ExitStatus> {
         let mut process = self.process.lock().unwrap_or_else(|e| e.into_inner());
         process.try_wait().ok().flatten()
     }
 }
+
+/// The test bed of this process: one per test binary, with or without a node.
+static BED: OnceLock<Result<TestBed, String>> = OnceLock::new();
 
 /// The workspace root, from this crate's location (`crates/regcred-testkit`).
 pub(crate) fn workspace_root() -> PathBuf {
@@ -159,7 +225,7 @@ pub(crate) fn workspace_root() -> PathBuf {
         .to_path_buf()
 }
 
-fn start() -> Result<TestBed, String> {
+fn start(node: bool) -> Result<TestBed, String> {
     let begin = Instant::now();
     let bin = match std::env::var_os("REGCRED_TESTBED_BIN") {
         Some(bin) => PathBuf::from(bin),
@@ -187,6 +253,7 @@ fn start() -> Result<TestBed, String> {
         .arg(&dir)
         .arg("--bin")
         .arg(&bin)
+        .args(node.then_some("--node"))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -203,10 +270,13 @@ fn start() -> Result<TestBed, String> {
     // A thread reads stdout for the whole life of the bed, so that it never writes to a
     // closed pipe.
     let (ready_tx, ready_rx) = mpsc::channel();
+    let (reply_tx, reply_rx) = mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
             if let Some(json) = line.strip_prefix("ready ") {
                 let _ = ready_tx.send(PathBuf::from(json));
+            } else if line.starts_with("ok ") || line.starts_with("error ") {
+                let _ = reply_tx.send(line);
             }
         }
     });
@@ -248,9 +318,18 @@ fn start() -> Result<TestBed, String> {
         bin,
         run_id: lower_alnum(8),
         stderr_log,
-        _lifeline: lifeline,
+        lifeline: Mutex::new((lifeline, reply_rx)),
         process: Mutex::new(child),
     })
+}
+
+/// The directory of the bed's binaries: `REGCRED_TESTBED_BIN`, or what `build.sh` builds.
+/// For tests that run `testbed` themselves (e.g. to crash it).
+pub fn testbed_bin() -> PathBuf {
+    match std::env::var_os("REGCRED_TESTBED_BIN") {
+        Some(bin) => PathBuf::from(bin),
+        None => build().unwrap_or_else(|e| panic!("{e}")),
+    }
 }
 
 /// Runs `tests/testbed/build.sh` (fast when its cache is warm) and returns its BIN.

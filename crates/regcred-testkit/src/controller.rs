@@ -114,6 +114,9 @@ impl ControllerProcess {
             .env("AWS_EC2_METADATA_DISABLED", "true")
             .env("AWS_CONFIG_FILE", "/dev/null")
             .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+            // Many controllers run at once: any free loopback port, not the fixed defaults.
+            .env("REGCRED_PROBE_ADDR", "127.0.0.1:0")
+            .env("REGCRED_METRICS_ADDR", "127.0.0.1:0")
             .envs(env.iter().copied())
             .stdin(Stdio::piped())
             .stdout(log.try_clone().expect("the controller log file"))

@@ -12,7 +12,10 @@
 //! - an audit log reader that counts the API requests a user made, so tests can assert how
 //!   much the controller asks of the API server and benchmarks can report it;
 //! - the regcred controller binary as a child process, with its logs;
-//! - polling and watching helpers, and component logs printed when a test fails.
+//! - polling and watching helpers, and component logs printed when a test fails;
+//! - opt-in per test binary ([`TestBed::with_node`]), a real node (kubelet, containerd,
+//!   runc, kube-proxy, kube-scheduler) and a helper that runs a Pod until it runs or fails
+//!   to pull.
 //!
 //! [`TestBed::get`] is synchronous on purpose: every `#[tokio::test]` has its own runtime,
 //! so nothing bound to a runtime may live in the process-wide bed. Clients are made anew
@@ -29,15 +32,17 @@ mod clients;
 mod controller;
 mod logs;
 mod namespace;
+mod node;
 mod pull;
 mod random;
 mod wait;
 
 pub use audit::{Audit, AuditEvent, AuditMark, Counts};
 pub use aws::{AwsCall, AwsControl, IssuedToken};
-pub use bed::{AwsInfo, BedInfo, RegistryInfo, TestBed};
+pub use bed::{AwsInfo, BedInfo, Component, Fault, RegistryInfo, TestBed, testbed_bin};
 pub use controller::ControllerProcess;
 pub use logs::FailureDump;
 pub use namespace::{NS_LABEL, RUN_LABEL, TestNamespace};
+pub use node::{NodeInfo, PodOutcome, PodRun, idle_pod};
 pub use pull::dockerconfigjson_secret;
 pub use wait::{wait_for, watch_until};

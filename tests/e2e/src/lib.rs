@@ -3,6 +3,8 @@
 //! ServiceAccount token, and builders for the objects tests apply.
 #![forbid(unsafe_code)]
 
+pub mod admission;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -67,6 +69,11 @@ pub fn install(bed: &'static TestBed) {
         kubectl(
             bed,
             &["apply", "-k", root.join("config/rbac").to_str().unwrap()],
+        );
+        // The guardrails a user installs: every test runs the controller under them.
+        kubectl(
+            bed,
+            &["apply", "-k", root.join("config/policy").to_str().unwrap()],
         );
     });
 }
@@ -375,11 +382,19 @@ pub fn keys_auth(secret: &str) -> regcred_api::EcrAuth {
 
 /// Starts a controller whose own AWS identity is the bed's static one.
 pub fn start_controller_with_aws_identity(bed: &'static TestBed) -> ControllerProcess {
+    start_controller_with_aws_identity_and(bed, &[])
+}
+
+/// [`start_controller_with_aws_identity`], with more arguments to `regcred run`.
+pub fn start_controller_with_aws_identity_and(
+    bed: &'static TestBed,
+    extra_args: &[&str],
+) -> ControllerProcess {
     let aws = &bed.info.aws;
     ControllerProcess::start_with_env(
         bed,
         controller_kubeconfig(bed),
-        &[],
+        extra_args,
         &[
             ("AWS_ACCESS_KEY_ID", aws.access_key_id.as_str()),
             ("AWS_SECRET_ACCESS_KEY", aws.secret_access_key.as_str()),
@@ -409,9 +424,15 @@ pub fn entries(sa: &k8s_openapi::api::core::v1::ServiceAccount) -> Vec<String> {
         .collect()
 }
 
-/// A write by the controller, as the audit log records it.
+/// A write by the controller, as the audit log records it; leader-lease renewals (every
+/// 2 s, in the controller's own namespace) are not what these counts are about.
 pub fn is_controller_write(e: &regcred_testkit::AuditEvent) -> bool {
-    e.user == CONTROLLER_USER && matches!(e.verb.as_str(), "create" | "update" | "patch" | "delete")
+    is_controller_request(e) && matches!(e.verb.as_str(), "create" | "update" | "patch" | "delete")
+}
+
+/// A request by the controller, leader-lease renewals aside.
+pub fn is_controller_request(e: &regcred_testkit::AuditEvent) -> bool {
+    e.user == CONTROLLER_USER && e.resource != "leases"
 }
 
 /// A namespace holding the labelled source, for cluster credentials to read from.
@@ -507,11 +528,50 @@ pub async fn until_controller_quiet(
 ) -> usize {
     let quiet = Duration::from_secs(3);
     audit
-        .settled_count(
-            mark,
-            |e| e.user == CONTROLLER_USER,
-            quiet,
-            Duration::from_secs(60),
-        )
+        .settled_count(mark, is_controller_request, quiet, Duration::from_secs(60))
         .await
+}
+
+/// The `kubectl-regcred` binary: `$REGCRED_CLI_BIN` (hack/test.sh sets it), else the one
+/// beside this test executable (`<target>/debug/deps/..` → `<target>/debug`), which is where
+/// `cargo build --workspace` puts it whatever `CARGO_TARGET_DIR` says.
+pub fn cli_bin() -> PathBuf {
+    let binary = std::env::var_os("REGCRED_CLI_BIN")
+        .map(PathBuf::from)
+        .or_else(|| {
+            let exe = std::env::current_exe().ok()?;
+            Some(exe.parent()?.parent()?.join("kubectl-regcred"))
+        })
+        .unwrap_or_else(|| root().join("target/debug/kubectl-regcred"));
+    assert!(
+        binary.is_file(),
+        "no kubectl-regcred binary at {}: build it first: cargo build -p kubectl-regcred (hack/test.sh does)",
+        binary.display()
+    );
+    binary
+}
+
+/// What a run of `kubectl-regcred` printed, and how it exited.
+#[derive(Debug)]
+pub struct CliRun {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs `kubectl-regcred ARGS` with `kubeconfig` (and no other) and waits for it.
+pub async fn run_cli(kubeconfig: &Path, args: &[&str]) -> CliRun {
+    let out = tokio::process::Command::new(cli_bin())
+        .args(args)
+        .env("KUBECONFIG", kubeconfig)
+        .env_remove("HOME")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .expect("kubectl-regcred runs");
+    CliRun {
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
 }

@@ -471,8 +471,8 @@ async fn competing_credentials_settle_without_a_write_storm() {
     assert_eq!(after, 0, "contested Secrets must not flap");
     assert_eq!(total, 9 + 9, "9 Secrets and 9 ServiceAccounts, once each");
     assert_eq!(
-        refused, 1,
-        "one refused create finds the unmanaged Secret, not one per reconcile"
+        refused, 0,
+        "the watch of Secrets of that name knows the unmanaged one: not even a refused create"
     );
     for ns in &names[..9] {
         let s = Api::<Secret>::namespaced(client.clone(), ns)
@@ -507,4 +507,24 @@ async fn competing_credentials_settle_without_a_write_storm() {
             .then_some(())
     })
     .await;
+
+    // The unmanaged Secret goes: the name is taken over at once (regcred watches Secrets of
+    // the names cluster credentials write), not on a retry minutes later.
+    Api::<Secret>::namespaced(client.clone(), &names[9])
+        .delete("contested", &Default::default())
+        .await
+        .unwrap();
+    let deleted = Instant::now();
+    wait_for(Duration::from_secs(20), POLL, || async {
+        let s = Api::<Secret>::namespaced(client.clone(), &names[9])
+            .get_opt("contested")
+            .await
+            .ok()??;
+        s.annotations().get("regcred.io/owner").map(|_| ())
+    })
+    .await;
+    println!(
+        "the name was taken over {:?} after the unmanaged Secret was deleted",
+        deleted.elapsed()
+    );
 }

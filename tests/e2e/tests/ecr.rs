@@ -57,6 +57,25 @@ async fn identity(bed: &TestBed, name: &str) -> (String, String) {
     (key, secret)
 }
 
+/// A namespace holding the labelled Secret `aws` with a fresh identity's access keys;
+/// returns the keys (the emulator's calls are counted by the ID).
+async fn namespace_with_keys(
+    bed: &'static TestBed,
+    namespace: &str,
+    identity_name: &str,
+) -> (regcred_testkit::TestNamespace, String, String) {
+    let ns = bed.namespace(namespace).await;
+    let (key, secret) = identity(bed, identity_name).await;
+    ns.api::<Secret>()
+        .create(
+            &PostParams::default(),
+            &aws_keys_secret("aws", &key, &secret),
+        )
+        .await
+        .unwrap();
+    (ns, key, secret)
+}
+
 async fn token_calls(bed: &TestBed, access_key_id: &str) -> usize {
     let calls = bed.aws().calls().await;
     calls
@@ -73,15 +92,7 @@ async fn access_keys_mint_one_token_for_several_accounts_that_really_pulls() {
     let bed = TestBed::get();
     let _dump = bed.dump_on_panic();
     controller(bed);
-    let ns = bed.namespace("ecr-keys").await;
-    let (key, secret) = identity(bed, "keys").await;
-    ns.api::<Secret>()
-        .create(
-            &PostParams::default(),
-            &aws_keys_secret("aws", &key, &secret),
-        )
-        .await
-        .unwrap();
+    let (ns, key, secret) = namespace_with_keys(bed, "ecr-keys", "keys").await;
     let aws = &bed.info.aws;
     let other_account = "210987654321";
     let credentials = ns.api::<RegistryCredential>();
@@ -135,15 +146,20 @@ async fn access_keys_mint_one_token_for_several_accounts_that_really_pulls() {
             "the controller's secret access key",
             aws.secret_access_key.clone(),
         ),
+        ("access key ID", key.clone()),
+        ("the controller's access key ID", aws.access_key_id.clone()),
     ] {
         assert!(
             !logs.contains(&value),
             "the controller log contains the {what}"
         );
     }
+    assert!(logs.contains("TRACE"), "the controller logs at trace level");
     assert!(
-        logs.contains("GetAuthorizationToken"),
-        "the AWS SDK did log at trace level"
+        !logs
+            .lines()
+            .any(|l| (l.contains("TRACE") || l.contains("DEBUG")) && l.contains(" aws_")),
+        "the AWS SDK's events below INFO (bodies, signing inputs, identities) are dropped"
     );
     // Rotating the access keys reaches the next mint at once (the keys Secret is watched).
     let (key2, secret2) = identity(bed, "keys2").await;
@@ -325,4 +341,173 @@ async fn a_tenant_cannot_borrow_the_controllers_identity_but_the_cluster_kind_ca
             .expect("pulls");
     }
     ns.delete().await;
+}
+
+/// A TokenRequest the API server refuses (here: a policy denies it with 403) becomes a
+/// condition and an Event, not a silent retry.
+#[tokio::test]
+async fn a_refused_token_request_is_a_condition_and_an_event() {
+    let bed = TestBed::get();
+    let _dump = bed.dump_on_panic();
+    controller(bed);
+    let ns = bed.namespace("ecr-denied").await;
+    let aws = &bed.info.aws;
+    let policy = format!("deny-token-{}", ns.name);
+    let manifest = format!(
+        r#"apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingAdmissionPolicy
+metadata: {{name: {policy}}}
+spec:
+  failurePolicy: Fail
+  matchConstraints:
+    resourceRules:
+      - {{apiGroups: [""], apiVersions: [v1], operations: [CREATE], resources: [serviceaccounts/token]}}
+  validations:
+    - {{expression: "false", message: "token requests are denied here by the test", reason: Forbidden}}
+---
+apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingAdmissionPolicyBinding
+metadata: {{name: {policy}}}
+spec:
+  policyName: {policy}
+  validationActions: [Deny]
+  matchResources:
+    namespaceSelector: {{matchLabels: {{kubernetes.io/metadata.name: {ns}}}}}
+"#,
+        ns = ns.name
+    );
+    let (ok, out) = regcred_e2e::kubectl_output(bed, &["apply", "-f", "-"], Some(&manifest));
+    assert!(ok, "{out}");
+    let role = format!("arn:aws:iam::{}:role/ecr-pull-{}", aws.account_id, ns.name);
+    let sa = serde_json::from_value(json!({
+        "metadata": {"name": "ecr-puller", "annotations": {"eks.amazonaws.com/role-arn": role}}
+    }))
+    .unwrap();
+    ns.api::<ServiceAccount>()
+        .create(&PostParams::default(), &sa)
+        .await
+        .unwrap();
+    // The policy takes a moment to be in force: until the admin's own request is refused.
+    wait_for(QUICK, POLL, || async {
+        let (ok, out) = regcred_e2e::kubectl_output(
+            bed,
+            &["-n", &ns.name, "create", "token", "ecr-puller"],
+            None,
+        );
+        (!ok && out.contains("denied here by the test")).then_some(())
+    })
+    .await;
+    let auth = EcrAuth {
+        secret_ref: None,
+        service_account_ref: Some(ServiceAccountRef {
+            name: "ecr-puller".into(),
+            namespace: None,
+            audience: aws.audience.clone(),
+        }),
+        role_arn: None,
+    };
+    let credentials = ns.api::<RegistryCredential>();
+    apply(
+        &credentials,
+        &ecr_credential(
+            "denied",
+            ecr_source(bed, &[&aws.account_id], Some(auth)),
+            "denied-pull",
+        ),
+    )
+    .await;
+    let c = wait_reason(&credentials, "denied", "TokenRequestFailed").await;
+    let message = ready(&c).unwrap().2;
+    assert!(message.contains("403"), "{message}");
+    assert!(message.contains("ecr-puller"), "{message}");
+    let events: Api<k8s_openapi::api::events::v1::Event> = ns.api();
+    wait_for(QUICK, POLL, || async {
+        let list = events.list(&Default::default()).await.ok()?;
+        list.items
+            .into_iter()
+            .find(|e| e.reason.as_deref() == Some("TokenRequestFailed"))
+    })
+    .await;
+    let _ = regcred_e2e::kubectl_output(
+        bed,
+        &[
+            "delete",
+            "validatingadmissionpolicybinding,validatingadmissionpolicy",
+            &policy,
+        ],
+        None,
+    );
+    ns.delete().await;
+}
+
+/// A tenant may not point the controller at any https host it likes: ECR endpoints of a
+/// RegistryCredential must be AWS's unless the operator allows more.
+#[tokio::test]
+async fn a_tenant_s_ecr_endpoint_must_be_an_aws_host() {
+    let bed = TestBed::get();
+    let _dump = bed.dump_on_panic();
+    controller(bed);
+    let ns = bed.namespace("ecr-endpoint").await;
+    let aws = &bed.info.aws;
+    let (key, secret) = identity(bed, "endpoint").await;
+    ns.api::<Secret>()
+        .create(
+            &PostParams::default(),
+            &aws_keys_secret("aws", &key, &secret),
+        )
+        .await
+        .unwrap();
+    let mut source = ecr_source(bed, &[&aws.account_id], Some(keys_auth("aws")));
+    source.endpoint = Some("https://collector.example.com".into());
+    let credentials = ns.api::<RegistryCredential>();
+    apply(
+        &credentials,
+        &ecr_credential("elsewhere", source, "elsewhere"),
+    )
+    .await;
+    let c = wait_reason(&credentials, "elsewhere", "AwsEndpointNotAllowed").await;
+    assert!(ready(&c).unwrap().2.contains("--allow-ecr-endpoint"));
+    ns.delete().await;
+}
+
+#[tokio::test]
+async fn one_refresh_request_mints_one_token() {
+    let bed = TestBed::get();
+    let _dump = bed.dump_on_panic();
+    controller(bed);
+    let (ns, key, _) = namespace_with_keys(bed, "ecr-refresh", "refresh").await;
+    let aws = &bed.info.aws;
+    let credentials = ns.api::<RegistryCredential>();
+    let ecr = ecr_source(bed, &[&aws.account_id], Some(keys_auth("aws")));
+    apply(&credentials, &ecr_credential("ecr", ecr, "ecr-pull")).await;
+    wait_reason(&credentials, "ecr", "Synced").await;
+    assert_eq!(token_calls(bed, &key).await, 1);
+    for (request, calls) in [("first", 2), ("second", 3)] {
+        credentials
+            .patch(
+                "ecr",
+                &kube::api::PatchParams::default(),
+                &kube::api::Patch::Merge(
+                    serde_json::json!({"metadata": {"annotations": {"regcred.io/refresh": request}}}),
+                ),
+            )
+            .await
+            .unwrap();
+        wait_for(
+            Duration::from_secs(20),
+            Duration::from_millis(100),
+            || async {
+                let c = credentials.get("ecr").await.ok()?;
+                (c.status?.last_refresh_request.as_deref() == Some(request)).then_some(())
+            },
+        )
+        .await;
+        // The reconciles regcred's own Secret and status writes trigger come and go.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        assert_eq!(
+            token_calls(bed, &key).await,
+            calls,
+            "refresh request {request:?}: one GetAuthorizationToken"
+        );
+    }
 }

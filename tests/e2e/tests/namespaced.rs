@@ -21,6 +21,19 @@ use serde_json::json;
 const QUICK: Duration = Duration::from_secs(20);
 const POLL: Duration = Duration::from_millis(50);
 
+/// Changes a label of the credential `times` times, 700 ms apart: each change is a
+/// reconcile with nothing new to do.
+async fn nudge(credentials: &Api<regcred_api::RegistryCredential>, name: &str, times: usize) {
+    for i in 0..times {
+        let patch = json!({"metadata": {"labels": {"nudge": i.to_string()}}});
+        credentials
+            .patch(name, &PatchParams::default(), &Patch::Merge(patch))
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(700)).await;
+    }
+}
+
 /// A namespace with a labelled source holding the registry's real login.
 async fn setup(prefix: &str) -> (&'static TestBed, TestNamespace, kube::Client) {
     let bed = TestBed::get();
@@ -331,6 +344,21 @@ async fn unmanaged_same_named_secret_is_never_touched() {
         entries(&accounts.get("default").await.unwrap()).is_empty(),
         "no entry points at a Secret regcred does not manage"
     );
+    // Once it is deleted, a refresh request makes regcred try the name at once (a tenant's
+    // names open no watch; without the request it retries within 5 minutes).
+    secrets
+        .delete("pull", &DeleteParams::default())
+        .await
+        .unwrap();
+    credentials
+        .patch(
+            "reg",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {"regcred.io/refresh": "1"}}})),
+        )
+        .await
+        .unwrap();
+    wait_reason(&credentials, "reg", "Synced").await;
     ns.delete().await;
 }
 
@@ -471,7 +499,10 @@ async fn deletion_policy_delete_removes_and_orphan_leaves() {
         (entries(&sa).len() == 2).then_some(sa)
     })
     .await;
-    assert_eq!(entries(&sa), ["gone", "kept"]);
+    // In the order their Secrets landed: the two credentials reconcile concurrently.
+    let mut listed = entries(&sa);
+    listed.sort();
+    assert_eq!(listed, ["gone", "kept"]);
     assert!(
         secrets
             .get("kept")
@@ -691,5 +722,302 @@ async fn no_password_in_the_controller_logs_at_trace_level() {
             "the controller log contains the {what}"
         );
     }
+    ns.delete().await;
+}
+
+/// Renaming the Secret makes before it breaks: every version of the ServiceAccount lists
+/// the old name or the new one, so a Pod admitted at any moment can pull; the old Secret
+/// goes only once nothing lists it.
+#[tokio::test]
+async fn secret_name_change_never_leaves_a_service_account_without_an_entry() {
+    use futures::StreamExt;
+    use kube::runtime::watcher;
+    let (bed, ns, client) = setup("rename").await;
+    let _dump = bed.dump_on_panic();
+    let credentials = ns.api::<regcred_api::RegistryCredential>();
+    let host = bed.registry().host.clone();
+    apply(
+        &credentials,
+        &credential("reg", &host, "login", Some("pull-a")),
+    )
+    .await;
+    wait_reason(&credentials, "reg", "Synced").await;
+    let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), &ns.name);
+    watch_until(
+        accounts.clone(),
+        "default",
+        QUICK,
+        |sa: Option<&ServiceAccount>| sa.is_some_and(|sa| entries(sa) == ["pull-a"]),
+    )
+    .await;
+    // Record every version the API server hands out from now on.
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<Vec<String>>::new()));
+    let recorder = {
+        let seen = seen.clone();
+        let stream = watcher(
+            accounts.clone(),
+            watcher::Config::default().fields("metadata.name=default"),
+        );
+        let (listed, listed_rx) = tokio::sync::oneshot::channel();
+        let mut listed = Some(listed);
+        let task = tokio::spawn(async move {
+            let mut stream = std::pin::pin!(stream);
+            while let Some(event) = stream.next().await {
+                match event {
+                    Ok(watcher::Event::Apply(sa) | watcher::Event::InitApply(sa)) => {
+                        seen.lock().unwrap().push(entries(&sa));
+                    }
+                    Ok(watcher::Event::InitDone) => {
+                        if let Some(listed) = listed.take() {
+                            let _ = listed.send(());
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        });
+        listed_rx.await.expect("the recorder listed");
+        task
+    };
+    apply(
+        &credentials,
+        &credential("reg", &host, "login", Some("pull-b")),
+    )
+    .await;
+    watch_until(
+        accounts.clone(),
+        "default",
+        QUICK,
+        |sa: Option<&ServiceAccount>| sa.is_some_and(|sa| entries(sa) == ["pull-b"]),
+    )
+    .await;
+    let secrets: Api<Secret> = Api::namespaced(client, &ns.name);
+    wait_for(QUICK, POLL, || async {
+        secrets
+            .get_opt("pull-a")
+            .await
+            .ok()?
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    recorder.abort();
+    let seen = seen.lock().unwrap().clone();
+    assert!(seen.len() >= 2, "the watch saw the change: {seen:?}");
+    for version in &seen {
+        assert!(
+            version.iter().any(|e| e == "pull-a" || e == "pull-b"),
+            "a version listed neither name: {seen:?}"
+        );
+    }
+    assert!(secrets.get_opt("pull-b").await.unwrap().is_some());
+    ns.delete().await;
+}
+
+/// A Secret someone else made look like regcred's (label, owner annotation, even naming
+/// a credential that does not exist) is not taken over: not patched, not listed in any
+/// ServiceAccount, not counted; reported as a conflict.
+#[tokio::test]
+async fn a_look_alike_managed_secret_is_never_taken_over() {
+    let (bed, ns, client) = setup("look-alike").await;
+    let _dump = bed.dump_on_panic();
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns.name);
+    let mut theirs = source_secret("pull", "someone", "else", false);
+    theirs.metadata.labels = Some(BTreeMap::from([(
+        "regcred.io/managed".to_owned(),
+        "true".to_owned(),
+    )]));
+    theirs.metadata.annotations = Some(BTreeMap::from([(
+        "regcred.io/owner".to_owned(),
+        format!("RegistryCredential/{}/reg", ns.name),
+    )]));
+    let theirs = secrets
+        .create(&PostParams::default(), &theirs)
+        .await
+        .unwrap();
+    let mut stray = source_secret("stray", "someone", "else", false);
+    stray.metadata.labels = theirs.metadata.labels.clone();
+    stray.metadata.annotations = Some(BTreeMap::from([(
+        "regcred.io/owner".to_owned(),
+        format!("RegistryCredential/{}/reg", ns.name),
+    )]));
+    let stray = secrets
+        .create(&PostParams::default(), &stray)
+        .await
+        .unwrap();
+    let credentials = ns.api::<regcred_api::RegistryCredential>();
+    let audit = bed.audit();
+    let mark = audit.mark();
+    apply(
+        &credentials,
+        &credential("reg", &bed.registry().host, "login", Some("pull")),
+    )
+    .await;
+    let c = wait_reason(&credentials, "reg", "Conflict").await;
+    assert!(ready(&c).unwrap().2.contains("not created by regcred"));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for (before, name) in [(&theirs, "pull"), (&stray, "stray")] {
+        let after = secrets.get(name).await.unwrap();
+        assert_eq!(
+            after.resource_version(),
+            before.resource_version(),
+            "{name}"
+        );
+    }
+    let accounts: Api<ServiceAccount> = Api::namespaced(client, &ns.name);
+    assert!(entries(&accounts.get("default").await.unwrap()).is_empty());
+    let secret_writes = audit
+        .events_since(&mark)
+        .into_iter()
+        .filter(|e| {
+            e.user == CONTROLLER_USER
+                && e.resource == "secrets"
+                && e.namespace.as_deref() == Some(ns.name.as_str())
+                && e.verb != "get"
+        })
+        .count();
+    assert_eq!(
+        secret_writes, 0,
+        "known from the cache: not even a refused create"
+    );
+    ns.delete().await;
+}
+
+/// Someone else's ownerReference on regcred's Secret (a GitOps tool adopting it, say) is
+/// kept and is no reason to write: before, every reconcile patched the Secret again.
+#[tokio::test]
+async fn a_foreign_owner_reference_causes_no_write() {
+    let (bed, ns, client) = setup("foreign-owner").await;
+    let _dump = bed.dump_on_panic();
+    let credentials = synced(&ns, &bed.registry().host).await;
+    let holder: k8s_openapi::api::core::v1::ConfigMap = ns
+        .api()
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": "holder"}})).unwrap(),
+        )
+        .await
+        .unwrap();
+    let secrets: Api<Secret> = Api::namespaced(client, &ns.name);
+    let mut owners = secrets
+        .get("pull")
+        .await
+        .unwrap()
+        .owner_references()
+        .to_vec();
+    owners.push(
+        k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
+            api_version: "v1".into(),
+            kind: "ConfigMap".into(),
+            name: "holder".into(),
+            uid: holder.uid().unwrap(),
+            ..Default::default()
+        },
+    );
+    let audit = bed.audit();
+    let mark = audit.mark();
+    secrets
+        .patch(
+            "pull",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"ownerReferences": owners}})),
+        )
+        .await
+        .unwrap();
+    // Something else makes the credential reconcile a few times meanwhile.
+    nudge(&credentials, "reg", 3).await;
+    let writes = audit.count(&mark, |e| {
+        e.user == CONTROLLER_USER
+            && e.resource == "secrets"
+            && e.namespace.as_deref() == Some(ns.name.as_str())
+            && matches!(e.verb.as_str(), "patch" | "update" | "create")
+    });
+    assert_eq!(
+        writes, 0,
+        "someone else's ownerReference is not fought over"
+    );
+    assert_eq!(
+        secrets.get("pull").await.unwrap().owner_references().len(),
+        2
+    );
+    ns.delete().await;
+}
+
+/// With `deletionPolicy: Orphan`, entries stay when the credential goes, also while
+/// someone else's finalizer holds its deletion (before, they were removed then).
+#[tokio::test]
+async fn orphan_entries_stay_while_another_finalizer_holds_the_deletion() {
+    let (bed, ns, client) = setup("orphan-held").await;
+    let _dump = bed.dump_on_panic();
+    let credentials = ns.api::<regcred_api::RegistryCredential>();
+    let mut c = credential("reg", &bed.registry().host, "login", Some("pull"));
+    c.spec.credential.deletion_policy = DeletionPolicy::Orphan;
+    c.metadata.finalizers = Some(vec!["example.com/hold".into()]);
+    apply(&credentials, &c).await;
+    wait_reason(&credentials, "reg", "Synced").await;
+    let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), &ns.name);
+    watch_until(
+        accounts.clone(),
+        "default",
+        QUICK,
+        |sa: Option<&ServiceAccount>| sa.is_some_and(|sa| entries(sa) == ["pull"]),
+    )
+    .await;
+    credentials
+        .delete("reg", &DeleteParams::default())
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        entries(&accounts.get("default").await.unwrap()),
+        ["pull"],
+        "the entry stays while the deletion is held"
+    );
+    credentials
+        .patch(
+            "reg",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"finalizers": null}})),
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(entries(&accounts.get("default").await.unwrap()), ["pull"]);
+    let secrets: Api<Secret> = Api::namespaced(client, &ns.name);
+    assert!(secrets.get_opt("pull").await.unwrap().is_some());
+    ns.delete().await;
+}
+
+/// An unlabelled source is looked up (metadata only) once, not on every reconcile.
+#[tokio::test]
+async fn an_unlabelled_source_is_not_looked_up_on_every_reconcile() {
+    let (bed, ns, client) = setup("lookups").await;
+    let _dump = bed.dump_on_panic();
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns.name);
+    secrets
+        .create(
+            &PostParams::default(),
+            &source_secret("private", "u", "p", false),
+        )
+        .await
+        .unwrap();
+    let credentials = ns.api::<regcred_api::RegistryCredential>();
+    let audit = bed.audit();
+    let mark = audit.mark();
+    apply(
+        &credentials,
+        &credential("reg", &bed.registry().host, "private", Some("pull")),
+    )
+    .await;
+    wait_reason(&credentials, "reg", "SourceNotLabelled").await;
+    nudge(&credentials, "reg", 4).await;
+    let lookups = audit.count(&mark, |e| {
+        e.user == CONTROLLER_USER
+            && e.verb == "get"
+            && e.resource == "secrets"
+            && e.name.as_deref() == Some("private")
+    });
+    assert_eq!(lookups, 1, "one metadata GET, remembered");
     ns.delete().await;
 }
