@@ -38,7 +38,11 @@ pub(crate) struct Facts<'a> {
 }
 
 pub(crate) fn decide(facts: &Facts<'_>) -> Decision {
+    // A failed mint stays due until one succeeds: otherwise the next reconcile (the
+    // status write's own echo) would reuse the token in place and forget the failure.
+    let failed_with_these_inputs = facts.failure.is_some_and(|f| f.inputs == facts.inputs);
     let due = facts.force
+        || failed_with_these_inputs
         || facts.current.is_none_or(|t| {
             let plan =
                 schedule::next_refresh(t.issued_at, t.expires_at, facts.renew_before, facts.seed);
@@ -179,12 +183,29 @@ mod tests {
     }
 
     #[test]
-    fn a_backoff_does_not_stop_reusing_a_token_that_is_not_due() {
+    fn a_failed_requested_refresh_is_retried_though_the_token_in_place_is_not_due() {
         let token = token();
         let failed = failure(t0() + 2 * HOUR, "in");
         assert_eq!(
             decide(&facts(Some(&token), Some(&failed), false, t0() + HOUR)),
-            Decision::Reuse
+            Decision::WaitOutBackoff,
+            "the failure is reported until its retry time"
+        );
+        assert_eq!(
+            decide(&facts(Some(&token), Some(&failed), false, t0() + 2 * HOUR)),
+            Decision::Mint,
+            "then retried"
+        );
+        let about_old_inputs = failure(t0() + 2 * HOUR, "old");
+        assert_eq!(
+            decide(&facts(
+                Some(&token),
+                Some(&about_old_inputs),
+                false,
+                t0() + HOUR
+            )),
+            Decision::Reuse,
+            "a failure about other inputs does not make the token due"
         );
     }
 
