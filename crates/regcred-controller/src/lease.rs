@@ -61,11 +61,11 @@ pub(crate) async fn elect(
                     info!(lease = %settings.name, identity = %settings.identity, "became the leader");
                 }
                 last_renewal = Some(Instant::now());
-                leading.send_replace(true);
+                announce(&leading, true);
             }
             Ok(false) => {
                 if last_renewal.is_some() {
-                    leading.send_replace(false);
+                    announce(&leading, false);
                     return Err(Error::LeaseLost(format!(
                         "another replica holds lease {}",
                         settings.name
@@ -75,7 +75,7 @@ pub(crate) async fn elect(
             Err(e) => {
                 warn!(error = %e, "could not read or renew the leader lease");
                 if last_renewal.is_some_and(|at| at.elapsed() >= settings.renew_deadline) {
-                    leading.send_replace(false);
+                    announce(&leading, false);
                     return Err(Error::LeaseLost(format!(
                         "lease {} not renewed within {:?}",
                         settings.name, settings.renew_deadline
@@ -87,13 +87,19 @@ pub(crate) async fn elect(
             () = tokio::time::sleep(settings.retry_period) => {}
             _ = shutdown.changed() => {
                 if last_renewal.is_some() {
-                    leading.send_replace(false);
+                    announce(&leading, false);
                     release(&api, &settings).await;
                 }
                 return Ok(());
             }
         }
     }
+}
+
+/// Tells the controller about a change of leadership only: a renewal every `retry_period`
+/// must not wake it (every receiver would recheck the whole cluster).
+fn announce(leading: &watch::Sender<bool>, now_leading: bool) {
+    leading.send_if_modified(|was| std::mem::replace(was, now_leading) != now_leading);
 }
 
 /// One round: `Ok(true)` if this replica holds the lease now.
@@ -196,5 +202,23 @@ async fn release(api: &Api<Lease>, settings: &LeaseSettings) {
     {
         Ok(_) => info!(lease = %settings.name, "released the leader lease"),
         Err(e) => warn!(error = %e, "could not release the leader lease"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_renewal_does_not_wake_the_controller_and_a_change_does() {
+        let (leading, mut seen) = watch::channel(false);
+        announce(&leading, true);
+        assert!(seen.has_changed().unwrap(), "becoming the leader is news");
+        seen.borrow_and_update();
+        announce(&leading, true);
+        assert!(!seen.has_changed().unwrap(), "a renewal is not");
+        announce(&leading, false);
+        assert!(seen.has_changed().unwrap(), "losing the lease is");
+        assert!(!*seen.borrow_and_update());
     }
 }
