@@ -111,6 +111,14 @@ fn writes(text: &str) -> f64 {
         .sum()
 }
 
+/// Reconciles of every controller so far.
+fn reconciles_of_all(text: &str) -> f64 {
+    samples(text, "regcred_reconciles_total", &[])
+        .iter()
+        .map(|(_, v)| v)
+        .sum()
+}
+
 #[tokio::test]
 async fn metrics_follow_status_and_what_really_happened() {
     let bed = TestBed::get();
@@ -261,10 +269,17 @@ async fn metrics_follow_status_and_what_really_happened() {
 
     // A steady minute: nothing to do, nothing written.
     let before = writes(&text);
+    let reconciles_before = reconciles_of_all(&text);
     tokio::time::sleep(Duration::from_secs(60)).await;
     let text = scrape(port).await;
     assert_eq!(writes(&text), before, "no write in a steady minute");
-    println!("writes after the sync: {before}; after a steady minute: the same");
+    // Nor a reconcile: a lease renewal (every few seconds) must not wake the controllers.
+    assert_eq!(
+        reconciles_of_all(&text),
+        reconciles_before,
+        "no reconcile in a steady minute"
+    );
+    println!("writes after the sync: {before}; after a steady minute: the same, and no reconcile");
 
     // An AWS failure: the failure counters move, the expiry still says the current token.
     bed.aws()
@@ -278,23 +293,32 @@ async fn metrics_follow_status_and_what_really_happened() {
         )
         .await
         .unwrap();
-    let failing = wait_reason(&credentials, "ecr", "AwsAccessDenied").await;
-    let (ready_status, _, _) = ready(&failing).unwrap();
-    let text = wait_for(QUICK, POLL, || async {
+    wait_reason(&credentials, "ecr", "AwsAccessDenied").await;
+    // Status and the gauge are read together at each poll: both must say the failure.
+    let deadline = tokio::time::Instant::now() + QUICK;
+    let text = loop {
+        let credential = credentials.get("ecr").await.unwrap();
         let text = scrape(port).await;
-        let condition = if ready_status == "True" {
-            "True"
-        } else {
-            "False"
-        };
-        (sample(
+        let (ready_status, reason, _) = ready(&credential).unwrap();
+        let gauge = sample(
             &text,
             "regcred_credential_ready_status",
-            &with(("condition", condition)),
-        ) == Some(1.0))
-        .then_some(text)
-    })
-    .await;
+            &with(("condition", "False")),
+        );
+        if ready_status == "False" && reason == "AwsAccessDenied" && gauge == Some(1.0) {
+            break text;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "status says Ready={ready_status} ({reason}), the False gauge says {gauge:?}"
+        );
+        tokio::time::sleep(POLL).await;
+    };
+    // The failure stays reported until its retry succeeds: the next reconcile (the status
+    // write's own echo) must not reuse the token in place and say Synced again.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (_, reason, _) = ready(&credentials.get("ecr").await.unwrap()).unwrap();
+    assert_eq!(reason, "AwsAccessDenied", "the failure is still reported");
     assert!(
         sample(
             &text,
