@@ -260,8 +260,13 @@ pub async fn run(client: Client, config: Config) -> Result<(), Error> {
             ctx.clone(),
         )
         .for_each(log_result(&metrics, "clusterregistrycredentials"));
+    // Bounded like a credential's fan-out: kube's default is unbounded, and a fan-out
+    // woke hundreds of ServiceAccount patches at once, each on a connection of its own.
+    let sa_concurrency =
+        u16::try_from(config.namespace_concurrency.max(1).saturating_mul(2)).unwrap_or(u16::MAX);
     let accounts = Controller::for_stream(sa_events.applied_objects(), service_accounts)
         .reconcile_on(sa_rx)
+        .with_config(controller::Config::default().concurrency(sa_concurrency))
         .trigger_backoff(WatchBackoff::default())
         .shutdown_on_signal()
         .run(service_accounts::reconcile, error_policy, ctx)

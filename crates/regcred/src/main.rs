@@ -66,7 +66,7 @@ struct RunArgs {
     /// Log format.
     #[arg(long, env = "REGCRED_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
-    /// How many namespaces one credential writes to at once.
+    /// How many namespaces one credential writes to at once (ServiceAccounts: twice that).
     #[arg(long, env = "REGCRED_NAMESPACE_CONCURRENCY", default_value_t = 16)]
     namespace_concurrency: usize,
     /// This replica's name, reported in Events (set from the Pod name).
