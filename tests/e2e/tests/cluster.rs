@@ -130,9 +130,11 @@ async fn fan_out_to_300_namespaces_is_exact_and_then_silent() {
         gets, conflicts,
         "no per-object GETs but one after each conflict"
     );
+    // Without the cache-lag guard, hundreds; with it, a few that two reconciles of one
+    // ServiceAccount racing a watch event can still cause (harmless: GET and re-patch).
     assert!(
-        conflicts <= 3,
-        "{conflicts} stale patches: the cache-lag guard is not working"
+        conflicts <= 3 * NAMESPACES / 100,
+        "{conflicts} stale patches of {sa_patches}: the cache-lag guard is not working"
     );
     assert!(
         status_writes as f64 <= converged.as_secs_f64() + 3.0,
