@@ -308,6 +308,10 @@ impl StatusWrites {
             .expect("status writes lock")
             .insert(key.to_owned(), Instant::now());
     }
+
+    pub(crate) fn forget(&self, key: &str) {
+        self.last.lock().expect("status writes lock").remove(key);
+    }
 }
 
 /// Versions of objects the caches still hold although regcred has already replaced them.
@@ -453,13 +457,13 @@ pub(crate) struct Context {
     /// Same-named Secrets that are not regcred's, found by a refused create.
     pub(crate) unmanaged: Remembered<()>,
     /// Sources found missing or unlabelled (a metadata GET each).
-    pub(crate) missing_sources: Remembered<crate::sources::SourceError>,
+    pub(crate) missing_sources: Remembered<crate::source_error::SourceError>,
     pub(crate) cache_lag: Arc<CacheLag>,
     /// How many namespaces one credential writes to at once.
     pub(crate) namespace_concurrency: usize,
     /// Mints ECR tokens with the controller's AWS configuration.
     pub(crate) ecr: regcred_providers::Ecr,
-    pub(crate) tokens: crate::minting::TokenCache,
+    pub(crate) tokens: crate::tokens::TokenCache,
     /// Whether a `RegistryCredential` may use the controller's own AWS identity.
     pub(crate) allow_controller_aws_identity: bool,
     /// Host suffixes a `RegistryCredential`'s `ecr.endpoint` may name besides AWS's own.
@@ -474,6 +478,16 @@ pub(crate) struct Context {
 impl Context {
     pub(crate) fn is_leader(&self) -> bool {
         *self.leading.borrow()
+    }
+
+    /// Drops the per-credential state of a deleted credential.
+    pub(crate) fn forget_credential<C: Credential>(&self, credential: &C) {
+        let id = credential.id();
+        if let Some(uid) = credential.meta().uid.as_deref() {
+            self.tokens.forget(uid);
+        }
+        self.status_writes.forget(&id.to_string());
+        self.backoff.reset(&RetryKey::Mint(id));
     }
 }
 

@@ -7,7 +7,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::{Api, Client, Resource, ResourceExt};
 use regcred_api::names::owner_key;
 use regcred_api::{
-    ClusterRegistryCredential, CredentialSpec, CredentialStatus, RegistryCredential,
+    ClusterRegistryCredential, CredentialSpec, CredentialStatus, EcrSource, RegistryCredential,
     SourceSecretRef,
 };
 use serde::Serialize;
@@ -115,6 +115,16 @@ pub(crate) trait Credential:
     /// The ownerReference managed Secrets carry (so garbage collection removes them).
     fn owner_reference(&self) -> Option<OwnerReference> {
         self.controller_owner_ref(&())
+    }
+
+    /// Its ECR registries: those whose credentials are minted.
+    fn ecr_sources(&self) -> impl Iterator<Item = &EcrSource> {
+        self.spec().registries.iter().filter_map(|r| r.ecr.as_ref())
+    }
+
+    /// Whether it has minted registries at all.
+    fn has_minted(&self) -> bool {
+        self.ecr_sources().next().is_some()
     }
 }
 

@@ -5,8 +5,8 @@
 //! - [`targets`] decides, purely, which namespaces and ServiceAccounts a credential covers
 //!   and which credential wins a contested Secret;
 //! - [`sources`] (static) and [`minting`] with [`refresh`] and [`schedule`] (ECR) gather
-//!   credentials,
-//!   [`dockerconfig`] turns them into Secret content;
+//!   credentials from the providers (`regcred_providers`, which also owns the
+//!   `.dockerconfigjson` codec and ECR's rules);
 //! - [`secrets`] writes the pull Secrets, [`service_accounts`] keeps `imagePullSecrets`;
 //! - [`status`] reports, [`metrics`] counts; [`run`] wires watches, caches and the
 //!   reconcilers;
@@ -19,7 +19,6 @@ mod admission;
 mod api_mock;
 mod context;
 mod credential;
-mod dockerconfig;
 mod error;
 mod lease;
 mod metrics;
@@ -34,10 +33,13 @@ mod secrets;
 mod selector;
 mod service_accounts;
 mod signing;
+mod source_error;
 mod sources;
 mod status;
 mod targets;
+mod tokens;
 mod triggers;
+mod watch_backoff;
 mod webhook_tls;
 
 pub use admission::{AdmissionMode, AdmissionSettings};

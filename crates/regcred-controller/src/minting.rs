@@ -2,8 +2,7 @@
 //! after a restart from the Secrets already written, and mint only when due — once per
 //! (region, identity) group, whatever the number of target namespaces.
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::Mutex;
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use jiff::Timestamp;
@@ -12,18 +11,19 @@ use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
 use kube::api::PostParams;
 use kube::runtime::reflector::ObjectRef;
 use kube::{Api, ResourceExt};
-use regcred_api::condition_reasons as reasons;
 use regcred_api::{EcrAuth, EcrSource};
-use regcred_providers::{AwsIdentity, EcrError, EcrRequest, RegistryAuth};
+use regcred_providers::{
+    AwsIdentity, EcrError, EcrRequest, Provider, ProviderError, RegistryAuth, dockerconfig, ecr,
+};
 use secrecy::SecretString;
-use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 use crate::context::{Context, owner_of};
 use crate::credential::{Credential, Kind};
 use crate::error::Error;
-use crate::secrets::DOCKER_CONFIG_KEY;
-use crate::sources::{SourceError, is_source};
+use crate::source_error::SourceError;
+use crate::sources::is_source;
+use crate::tokens::Tokens;
 
 pub(crate) use crate::signing::{EXPIRES_AT_ANNOTATION, INPUTS_ANNOTATION, ISSUED_AT_ANNOTATION};
 
@@ -40,86 +40,6 @@ const TOKEN_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// timeouts do: status must turn to a failure while the token is still valid.
 pub(crate) const MINT_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// A set of minted entries and their lifetime.
-#[derive(Clone, Debug)]
-pub(crate) struct Tokens {
-    pub(crate) entries: Vec<RegistryAuth>,
-    pub(crate) issued_at: Timestamp,
-    pub(crate) expires_at: Timestamp,
-    /// What they were minted from; a change means minting anew.
-    pub(crate) inputs: String,
-}
-
-/// Mints that failed in a row, and when to try again.
-#[derive(Clone, Debug)]
-pub(crate) struct Failure {
-    pub(crate) retry_at: Timestamp,
-    pub(crate) failures: i32,
-    pub(crate) problem: SourceError,
-    /// What the failed mints were made from: a change (a fixed spec, a rotated key)
-    /// ends the backoff.
-    pub(crate) inputs: String,
-}
-
-/// The tokens each credential currently uses, and its failed mints, by credential UID.
-#[derive(Default)]
-pub(crate) struct TokenCache {
-    tokens: Mutex<HashMap<String, Tokens>>,
-    failures: Mutex<HashMap<String, Failure>>,
-    /// The last `regcred.io/refresh` value acted on: status acknowledges it, but the
-    /// cached credential may not show that yet, and a request must mint once.
-    refreshes_handled: Mutex<HashMap<String, String>>,
-}
-
-impl TokenCache {
-    pub(crate) fn get(&self, uid: &str, inputs: &str) -> Option<Tokens> {
-        let tokens = self.tokens.lock().expect("token cache lock");
-        tokens.get(uid).filter(|t| t.inputs == inputs).cloned()
-    }
-
-    pub(crate) fn failure(&self, uid: &str) -> Option<Failure> {
-        self.failures
-            .lock()
-            .expect("token cache lock")
-            .get(uid)
-            .cloned()
-    }
-
-    pub(crate) fn fail(&self, uid: &str, failure: Failure) {
-        self.failures
-            .lock()
-            .expect("token cache lock")
-            .insert(uid.to_owned(), failure);
-    }
-
-    pub(crate) fn clear_failure(&self, uid: &str) {
-        self.failures.lock().expect("token cache lock").remove(uid);
-    }
-
-    /// Whether the refresh request `request` was already acted on.
-    pub(crate) fn refresh_handled(&self, uid: &str, request: &str) -> bool {
-        self.refreshes_handled
-            .lock()
-            .expect("token cache lock")
-            .get(uid)
-            .is_some_and(|handled| handled == request)
-    }
-
-    pub(crate) fn mark_refresh_handled(&self, uid: &str, request: &str) {
-        self.refreshes_handled
-            .lock()
-            .expect("token cache lock")
-            .insert(uid.to_owned(), request.to_owned());
-    }
-
-    pub(crate) fn put(&self, uid: &str, tokens: Tokens) {
-        self.tokens
-            .lock()
-            .expect("token cache lock")
-            .insert(uid.to_owned(), tokens);
-    }
-}
-
 /// A digest of everything a mint depends on: the ECR specs, the versions of the key
 /// Secrets and the roles of the ServiceAccounts.
 pub(crate) fn inputs<C: Credential>(ctx: &Context, credential: &C) -> String {
@@ -130,7 +50,7 @@ pub(crate) fn inputs<C: Credential>(ctx: &Context, credential: &C) -> String {
         hasher.update(part.as_bytes());
         hasher.update([0]);
     };
-    for ecr in ecr_sources(credential) {
+    for ecr in credential.ecr_sources() {
         feed(&serde_json::to_string(ecr).unwrap_or_default());
         let auth = ecr.auth.clone().unwrap_or_default();
         if let Some(keys) = &auth.secret_ref
@@ -156,14 +76,6 @@ pub(crate) fn inputs<C: Credential>(ctx: &Context, credential: &C) -> String {
     digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
 }
 
-fn ecr_sources<C: Credential>(credential: &C) -> impl Iterator<Item = &EcrSource> {
-    credential
-        .spec()
-        .registries
-        .iter()
-        .filter_map(|r| r.ecr.as_ref())
-}
-
 /// Where a referenced object lives: a namespaced credential's own namespace, always.
 pub(crate) fn namespace_of<'a, C: Credential>(
     credential: &'a C,
@@ -181,11 +93,6 @@ fn role_annotation(ctx: &Context, namespace: &str, name: &str) -> Option<String>
         .service_accounts
         .get(&ObjectRef::new(name).within(namespace))?;
     sa.annotations().get(ROLE_ANNOTATION).cloned()
-}
-
-/// Whether the credential has minted registries at all.
-pub(crate) fn has_minted<C: Credential>(credential: &C) -> bool {
-    ecr_sources(credential).next().is_some()
 }
 
 /// The tokens already written for this credential, read back from one of its Secrets
@@ -230,30 +137,29 @@ pub(crate) fn recover<C: Credential>(
         .filter_map(|s| lifetime(&s).map(|l| (s, l)))
         .filter(|(_, (_, expires_at))| *expires_at > Timestamp::now())
         .max_by_key(|(_, lifetime)| *lifetime)?;
-    let entries: Vec<RegistryAuth> = read_entries(&secret)?
+    let bytes = &secret.data.as_ref()?.get(dockerconfig::SECRET_KEY)?.0;
+    let entries: Vec<RegistryAuth> = dockerconfig::decode(bytes)?
         .into_iter()
         .filter(|e| !static_servers.contains(&e.server.as_str()))
         .collect();
     // A Secret in a tenant's namespace is not to be trusted blindly: take it back only if
     // it holds what a mint would have produced, for no longer than ECR tokens live.
-    let expected: Vec<String> = ecr_sources(credential)
+    let expected: Vec<String> = credential
+        .ecr_sources()
         .flat_map(|e| {
             e.registry_ids
                 .iter()
-                .map(|id| regcred_providers::ecr::registry_host(id, &e.region))
+                .map(|id| ecr::registry_host(id, &e.region))
         })
         .collect();
-    let hosts_match = if ecr_sources(credential).any(|e| e.registry_ids.is_empty()) {
-        entries.len() >= expected.len()
-            && expected
-                .iter()
-                .all(|h| entries.iter().any(|e| &e.server == h))
-    } else {
-        entries.len() == expected.len() && entries.iter().all(|e| expected.contains(&e.server))
-    };
-    let plausible =
-        entries.iter().all(|e| e.username == "AWS") && plausible_lifetime(issued_at, expires_at);
-    if entries.is_empty() || !hosts_match || !plausible {
+    let with_proxy_endpoint = credential.ecr_sources().any(|e| e.registry_ids.is_empty());
+    if !ecr::plausible_token(
+        &entries,
+        &expected,
+        with_proxy_endpoint,
+        issued_at,
+        expires_at,
+    ) {
         return None;
     }
     Some(Tokens {
@@ -264,47 +170,6 @@ pub(crate) fn recover<C: Credential>(
     })
 }
 
-/// The longest lifetime ECR gives a token.
-const MAX_TOKEN_LIFETIME: jiff::SignedDuration = jiff::SignedDuration::from_hours(12);
-
-/// How far AWS's clock may run ahead of ours: `issued-at` is taken before the call, and
-/// ECR counts its 12 hours from its own clock, so a genuine token can appear to live a
-/// little longer than 12 hours.
-const CLOCK_SKEW: jiff::SignedDuration = jiff::SignedDuration::from_mins(5);
-
-/// Whether a recorded lifetime is one ECR could have given.
-fn plausible_lifetime(issued_at: Timestamp, expires_at: Timestamp) -> bool {
-    expires_at > issued_at
-        && expires_at.duration_since(issued_at) <= MAX_TOKEN_LIFETIME + CLOCK_SKEW
-}
-
-#[derive(Deserialize)]
-struct DockerConfig {
-    auths: BTreeMap<String, DockerEntry>,
-}
-
-#[derive(Deserialize)]
-struct DockerEntry {
-    username: String,
-    password: String,
-}
-
-fn read_entries(secret: &Secret) -> Option<Vec<RegistryAuth>> {
-    let bytes = &secret.data.as_ref()?.get(DOCKER_CONFIG_KEY)?.0;
-    let config: DockerConfig = serde_json::from_slice(bytes).ok()?;
-    Some(
-        config
-            .auths
-            .into_iter()
-            .map(|(server, e)| RegistryAuth {
-                server,
-                username: e.username,
-                password: SecretString::from(e.password),
-            })
-            .collect(),
-    )
-}
-
 /// Mints tokens for every ECR registry of the credential: one call per distinct (region,
 /// endpoint, auth), covering the union of their accounts.
 pub(crate) async fn mint<C: Credential>(
@@ -313,13 +178,14 @@ pub(crate) async fn mint<C: Credential>(
     inputs: &str,
 ) -> Result<Result<Tokens, SourceError>, Error> {
     let mut groups: BTreeMap<String, (&EcrSource, Vec<String>)> = BTreeMap::new();
-    for ecr in ecr_sources(credential) {
+    for ecr in credential.ecr_sources() {
         let key =
             serde_json::to_string(&(&ecr.region, &ecr.endpoint, &ecr.auth)).unwrap_or_default();
         let group = groups.entry(key).or_insert_with(|| (ecr, Vec::new()));
         group.1.extend(ecr.registry_ids.iter().cloned());
     }
-    let issued_at = Timestamp::now();
+    // The earliest a provider took: a lifetime computed from it is never too short.
+    let mut issued_at: Option<Timestamp> = None;
     let mut entries = Vec::new();
     let mut expires_at = Timestamp::MAX;
     let session = session_name(credential);
@@ -350,7 +216,7 @@ pub(crate) async fn mint<C: Credential>(
             session_name: &session,
         };
         let started = std::time::Instant::now();
-        let minted = tokio::time::timeout(MINT_TIMEOUT, ctx.ecr.mint(request))
+        let minted = tokio::time::timeout(MINT_TIMEOUT, ctx.ecr.provide(request))
             .await
             .unwrap_or_else(|_| {
                 Err(EcrError::Unreachable(format!(
@@ -360,11 +226,12 @@ pub(crate) async fn mint<C: Credential>(
             });
         let outcome = match &minted {
             Ok(_) => "success",
-            Err(e) => aws_reason(e),
+            Err(e) => e.reason(),
         };
         ctx.metrics.ecr_request(outcome, started.elapsed());
         match minted {
             Ok(minted) => {
+                issued_at = Some(issued_at.map_or(minted.issued_at, |t| t.min(minted.issued_at)));
                 expires_at = expires_at.min(minted.expires_at.unwrap_or(Timestamp::MAX));
                 entries.extend(minted.entries);
             }
@@ -373,25 +240,15 @@ pub(crate) async fn mint<C: Credential>(
     }
     Ok(Ok(Tokens {
         entries,
-        issued_at,
+        issued_at: issued_at.unwrap_or_else(Timestamp::now),
         expires_at,
         inputs: inputs.to_owned(),
     }))
 }
 
-fn aws_reason(error: &EcrError) -> &'static str {
-    match error {
-        EcrError::AccessDenied(_) => reasons::AWS_ACCESS_DENIED,
-        EcrError::Throttled(_) => reasons::AWS_THROTTLED,
-        EcrError::Unreachable(_) => reasons::AWS_UNREACHABLE,
-        EcrError::InvalidIdentity(_) => reasons::AWS_INVALID_IDENTITY,
-        EcrError::Other(_) => reasons::AWS_ERROR,
-    }
-}
-
 fn aws_error(error: EcrError) -> SourceError {
     SourceError::Aws {
-        reason: aws_reason(&error),
+        reason: error.reason(),
         message: error.to_string(),
     }
 }
@@ -537,28 +394,39 @@ async fn identity<C: Credential>(
 
 #[cfg(test)]
 mod tests {
+    use regcred_api::condition_reasons as reasons;
+    use regcred_providers::{ProviderError, StaticError};
+
     use super::*;
 
+    /// The providers cannot depend on the API crate: their reasons are pinned here.
     #[test]
-    fn a_genuine_lifetime_is_plausible_despite_the_calls_latency() {
-        // issued-at is taken before the call; ECR counts 12 hours from its own clock.
-        let issued_at: Timestamp = "2026-12-01T00:54:37.999Z".parse().unwrap();
-        let expires_at: Timestamp = "2026-12-01T12:54:38.004Z".parse().unwrap();
-        assert!(plausible_lifetime(issued_at, expires_at));
-    }
-
-    #[test]
-    fn a_forged_lifetime_is_not() {
-        let issued_at: Timestamp = "2026-12-01T00:00:00Z".parse().unwrap();
-        for expires_at in [
-            "2026-12-01T13:00:00Z",
-            "2026-12-01T00:00:00Z",
-            "2026-11-30T23:00:00Z",
+    fn provider_reasons_are_the_apis_condition_reasons() {
+        let ecr = [
+            (
+                EcrError::AccessDenied(String::new()),
+                reasons::AWS_ACCESS_DENIED,
+            ),
+            (EcrError::Throttled(String::new()), reasons::AWS_THROTTLED),
+            (
+                EcrError::Unreachable(String::new()),
+                reasons::AWS_UNREACHABLE,
+            ),
+            (
+                EcrError::InvalidIdentity(String::new()),
+                reasons::AWS_INVALID_IDENTITY,
+            ),
+            (EcrError::Other(String::new()), reasons::AWS_ERROR),
+        ];
+        for (error, reason) in ecr {
+            assert_eq!(error.reason(), reason, "{error:?}");
+        }
+        for error in [
+            StaticError::MissingKey("k".into()),
+            StaticError::NotUtf8("k".into()),
+            StaticError::ColonInUsername("k".into()),
         ] {
-            assert!(
-                !plausible_lifetime(issued_at, expires_at.parse().unwrap()),
-                "{expires_at}"
-            );
+            assert_eq!(error.reason(), reasons::SOURCE_INVALID, "{error:?}");
         }
     }
 }

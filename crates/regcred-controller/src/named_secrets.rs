@@ -132,7 +132,7 @@ fn start(client: Client, name: &str, changed: impl Fn(&str) + Send + Sync + 'sta
     let listed = Arc::new(AtomicBool::new(false));
     let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
     let events = watcher(Api::<PartialObjectMeta<Secret>>::all(client), config)
-        .backoff(crate::run::WatchBackoff::default())
+        .backoff(crate::watch_backoff::WatchBackoff::default())
         // Only the name, namespace and regcred's label are read: keep nothing else.
         .modify(|s| {
             let meta = &mut s.metadata;

@@ -19,13 +19,14 @@ use crate::context::{Context, ObjectKey, RetryKey, owner_of};
 use crate::credential::{Credential, Kind};
 use crate::error::Error;
 use crate::metrics::ControllerName;
-use crate::minting::{self, Failure, Tokens};
+use crate::minting;
 use crate::named_secrets::Seen;
 use crate::refresh::{self, Decision};
 use crate::secrets::{self, Outcome};
-use crate::sources::SourceError;
+use crate::source_error::SourceError;
 use crate::status::{self, Published, Report};
-use crate::{dockerconfig, schedule, service_accounts, sources, targets};
+use crate::tokens::{Failure, Tokens};
+use crate::{schedule, service_accounts, sources, targets};
 use regcred_providers::RegistryAuth;
 
 /// A safety net only: every change that matters arrives through a watch.
@@ -162,7 +163,7 @@ async fn sync<C: Credential>(credential: Arc<C>, ctx: Arc<Context>) -> Result<Ac
                     .unwrap_or(schedule::MIN_INTERVAL)
                     .min(RESYNC);
             }
-            let config = dockerconfig::encode(&entries);
+            let config = regcred_providers::dockerconfig::encode(&entries);
             write_all(
                 &ctx,
                 &*credential,
@@ -294,7 +295,7 @@ async fn gather<C: Credential>(
             return Ok(gathered);
         }
     };
-    if minting::has_minted(credential) {
+    if credential.has_minted() {
         let uid = credential.meta().uid.clone().unwrap_or_default();
         let inputs = minting::inputs(ctx, credential);
         let current = ctx

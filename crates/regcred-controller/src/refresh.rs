@@ -4,8 +4,8 @@
 
 use jiff::Timestamp;
 
-use crate::minting::{Failure, Tokens};
 use crate::schedule;
+use crate::tokens::{Failure, Tokens};
 
 /// What to do about a credential's minted token on this reconcile.
 #[derive(Debug, PartialEq, Eq)]
@@ -71,7 +71,7 @@ pub(crate) fn failures_in_a_row(previous: Option<&Failure>, inputs: &str) -> i32
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sources::SourceError;
+    use crate::source_error::SourceError;
     use jiff::SignedDuration;
 
     const HOUR: SignedDuration = SignedDuration::from_hours(1);

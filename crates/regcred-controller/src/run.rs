@@ -11,7 +11,6 @@ use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef};
-use kube::runtime::utils::Backoff;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use regcred_api::names::{FIELD_MANAGER, MANAGED_LABEL, SOURCE_LABEL};
@@ -30,6 +29,7 @@ use crate::metrics::{CredentialSource, Metrics};
 use crate::named_secrets::NamedSecrets;
 use crate::signing::Signer;
 use crate::triggers::Triggers;
+use crate::watch_backoff::WatchBackoff;
 use crate::{reconcile, service_accounts};
 
 /// Controller settings.
@@ -182,7 +182,7 @@ pub async fn run(client: Client, config: Config) -> Result<(), Error> {
         .backoff(WatchBackoff::default())
         .reflect(credentials_writer)
         .inspect_ok(listed(&gate, "credentials"))
-        .inspect_ok(forget_deleted(&metrics))
+        .inspect_ok(forget_deleted(&metrics, &ctx))
         .inspect_ok(move |e| t.on_credential(e));
     let t = triggers.clone();
     let cluster_events = watcher(
@@ -192,7 +192,7 @@ pub async fn run(client: Client, config: Config) -> Result<(), Error> {
     .backoff(WatchBackoff::default())
     .reflect(cluster_credentials_writer)
     .inspect_ok(listed(&gate, "cluster-credentials"))
-    .inspect_ok(forget_deleted(&metrics))
+    .inspect_ok(forget_deleted(&metrics, &ctx))
     .inspect_ok(move |e| t.on_credential(e));
     let t = triggers.clone();
     let sa_events = watcher(Api::<ServiceAccount>::all(client.clone()), all.clone())
@@ -307,36 +307,6 @@ const UNMANAGED_RETRY: Duration = Duration::from_secs(300);
 /// arrives through the source watch at once).
 const MISSING_SOURCE_RETRY: Duration = Duration::from_secs(60);
 
-/// How soon a failed watch lists again: quickly, and never more than half a second apart,
-/// so that after an API server restart or a CRD re-install the caches (and the namespaces
-/// and credentials created meanwhile) are back within a second of the server being ready.
-/// kube's default grows to 30 s, which left new namespaces uncovered for a minute.
-#[derive(Default)]
-pub(crate) struct WatchBackoff {
-    failures: u32,
-}
-
-impl WatchBackoff {
-    const FIRST: Duration = Duration::from_millis(100);
-    const CAP: Duration = Duration::from_millis(500);
-}
-
-impl Iterator for WatchBackoff {
-    type Item = Duration;
-
-    fn next(&mut self) -> Option<Duration> {
-        let wait = Self::FIRST.saturating_mul(1 << self.failures.min(4));
-        self.failures = self.failures.saturating_add(1);
-        Some(wait.min(Self::CAP))
-    }
-}
-
-impl Backoff for WatchBackoff {
-    fn reset(&mut self) {
-        self.failures = 0;
-    }
-}
-
 /// Every cache the reconcilers read.
 const CACHES: [&str; 6] = [
     "credentials",
@@ -374,12 +344,16 @@ async fn drain<K>(
         .await;
 }
 
-/// Drops a deleted credential's counters.
-fn forget_deleted<C: Credential>(metrics: &Arc<Metrics>) -> impl Fn(&watcher::Event<C>) + use<C> {
-    let metrics = metrics.clone();
+/// Drops a deleted credential's counters, tokens and backoff.
+fn forget_deleted<C: Credential>(
+    metrics: &Arc<Metrics>,
+    ctx: &Arc<Context>,
+) -> impl Fn(&watcher::Event<C>) + use<C> {
+    let (metrics, ctx) = (metrics.clone(), ctx.clone());
     move |event| {
         if let watcher::Event::Delete(credential) = event {
             metrics.forget(&credential.id());
+            ctx.forget_credential(credential);
         }
     }
 }

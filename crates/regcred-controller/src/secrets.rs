@@ -17,8 +17,9 @@ use crate::error::Error;
 use crate::signing::Signer;
 use kube::Client;
 
-pub(crate) const DOCKER_CONFIG_KEY: &str = ".dockerconfigjson";
-pub(crate) const DOCKER_CONFIG_TYPE: &str = "kubernetes.io/dockerconfigjson";
+pub(crate) use regcred_providers::dockerconfig::{
+    SECRET_KEY as DOCKER_CONFIG_KEY, SECRET_TYPE as DOCKER_CONFIG_TYPE,
+};
 
 /// What happened to one namespace's Secret.
 #[derive(Debug, PartialEq, Eq)]

@@ -19,11 +19,13 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, PostParams};
 use kube::{Client, ResourceExt};
 use regcred_api::names::{FIELD_MANAGER, MANAGED_BY, OWNER_ANNOTATION};
+use regcred_providers::dockerconfig::{
+    SECRET_KEY as DOCKER_CONFIG_KEY, SECRET_TYPE as DOCKER_CONFIG_TYPE,
+};
 use sha2::Sha256;
 use tracing::info;
 
 use crate::error::Error;
-use crate::secrets::{DOCKER_CONFIG_KEY, DOCKER_CONFIG_TYPE};
 
 pub(crate) const OWNER_SIGNATURE_ANNOTATION: &str = "regcred.io/owner-signature";
 pub(crate) const CONTENT_SIGNATURE_ANNOTATION: &str = "regcred.io/content-signature";

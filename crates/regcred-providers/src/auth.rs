@@ -13,10 +13,13 @@ pub struct RegistryAuth {
     pub password: SecretString,
 }
 
-/// The result of one provider call: entries and, for minted tokens, when they expire.
+/// The result of one provider call: entries, when they were issued and, for minted
+/// tokens, when they expire.
 #[derive(Clone, Debug)]
 pub struct Minted {
     pub entries: Vec<RegistryAuth>,
+    /// Taken before the call: a lifetime computed from it is never shorter than the real.
+    pub issued_at: Timestamp,
     /// `None` for credentials that do not expire (static).
     pub expires_at: Option<Timestamp>,
 }

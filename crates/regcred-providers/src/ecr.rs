@@ -19,7 +19,7 @@ use std::time::Duration;
 use aws_config::timeout::TimeoutConfig;
 use tokio::sync::OnceCell;
 
-use crate::{Minted, RegistryAuth};
+use crate::{Minted, Provider, ProviderError, RegistryAuth};
 
 /// Where AWS credentials come from.
 pub enum AwsIdentity {
@@ -89,10 +89,16 @@ impl Ecr {
             })
             .await
     }
+}
+
+impl Provider for Ecr {
+    type Input<'a> = EcrRequest<'a>;
+    type Error = EcrError;
 
     /// Mints one token: at most one STS call (if a role is involved) and exactly one
     /// `GetAuthorizationToken`.
-    pub async fn mint(&self, request: EcrRequest<'_>) -> Result<Minted, EcrError> {
+    async fn provide(&self, request: Self::Input<'_>) -> Result<Minted, EcrError> {
+        let issued_at = Timestamp::now();
         let base = self.base().await;
         let region = Region::new(request.region.to_owned());
         let credentials = credentials(base, &request, &region).await?;
@@ -148,9 +154,59 @@ impl Ecr {
             .collect();
         Ok(Minted {
             entries,
+            issued_at,
             expires_at: Some(expires_at),
         })
     }
+}
+
+impl ProviderError for EcrError {
+    fn reason(&self) -> &'static str {
+        match self {
+            EcrError::AccessDenied(_) => "AwsAccessDenied",
+            EcrError::Throttled(_) => "AwsThrottled",
+            EcrError::Unreachable(_) => "AwsUnreachable",
+            EcrError::InvalidIdentity(_) => "AwsInvalidIdentity",
+            EcrError::Other(_) => "AwsError",
+        }
+    }
+}
+
+/// The longest lifetime ECR gives a token.
+pub const MAX_TOKEN_LIFETIME: jiff::SignedDuration = jiff::SignedDuration::from_hours(12);
+
+/// How far AWS's clock may run ahead of ours: `issued_at` is taken before the call, and
+/// ECR counts its 12 hours from its own clock, so a genuine token can appear to live a
+/// little longer than 12 hours.
+const CLOCK_SKEW: jiff::SignedDuration = jiff::SignedDuration::from_mins(5);
+
+/// Whether a recorded lifetime is one ECR could have given.
+pub fn plausible_lifetime(issued_at: Timestamp, expires_at: Timestamp) -> bool {
+    expires_at > issued_at
+        && expires_at.duration_since(issued_at) <= MAX_TOKEN_LIFETIME + CLOCK_SKEW
+}
+
+/// Whether entries read back from a Secret are what a mint could have produced: ECR's
+/// user name on each, exactly the `expected_hosts` (at least those when the token's
+/// `proxyEndpoint` host was asked for too), and a lifetime ECR could have given.
+pub fn plausible_token(
+    entries: &[RegistryAuth],
+    expected_hosts: &[String],
+    with_proxy_endpoint: bool,
+    issued_at: Timestamp,
+    expires_at: Timestamp,
+) -> bool {
+    let has = |host: &String| entries.iter().any(|e| &e.server == host);
+    let hosts_match = if with_proxy_endpoint {
+        entries.len() >= expected_hosts.len() && expected_hosts.iter().all(has)
+    } else {
+        entries.len() == expected_hosts.len()
+            && entries.iter().all(|e| expected_hosts.contains(&e.server))
+    };
+    !entries.is_empty()
+        && hosts_match
+        && entries.iter().all(|e| e.username == "AWS")
+        && plausible_lifetime(issued_at, expires_at)
 }
 
 /// Every AWS call is bounded: an endpoint that accepts the connection and never answers
@@ -421,6 +477,92 @@ pub fn redact(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn t(text: &str) -> Timestamp {
+        text.parse().unwrap()
+    }
+
+    fn aws(server: &str) -> RegistryAuth {
+        RegistryAuth {
+            server: server.into(),
+            username: "AWS".into(),
+            password: SecretString::from("token"),
+        }
+    }
+
+    #[test]
+    fn a_genuine_lifetime_is_plausible_despite_the_calls_latency() {
+        // issued_at is taken before the call; ECR counts 12 hours from its own clock.
+        assert!(plausible_lifetime(
+            t("2026-12-01T00:54:37.999Z"),
+            t("2026-12-01T12:54:38.004Z")
+        ));
+    }
+
+    #[test]
+    fn a_forged_lifetime_is_not() {
+        for expires_at in [
+            "2026-12-01T13:00:00Z",
+            "2026-12-01T00:00:00Z",
+            "2026-11-30T23:00:00Z",
+        ] {
+            assert!(
+                !plausible_lifetime(t("2026-12-01T00:00:00Z"), t(expires_at)),
+                "{expires_at}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_plausible_token_has_the_expected_hosts_and_ecrs_user_only() {
+        let (issued, expires) = (t("2026-12-01T00:00:00Z"), t("2026-12-01T12:00:00Z"));
+        let a = registry_host("111111111111", "eu-west-1");
+        let b = registry_host("222222222222", "eu-west-1");
+        let expected = [a.clone(), b.clone()];
+        let plausible = |entries: &[RegistryAuth], proxy| {
+            plausible_token(entries, &expected, proxy, issued, expires)
+        };
+        assert!(plausible(&[aws(&a), aws(&b)], false));
+        assert!(!plausible(&[aws(&a)], false), "a host missing");
+        assert!(
+            !plausible(&[aws(&a), aws(&b), aws("evil.example.com")], false),
+            "a host added"
+        );
+        assert!(
+            plausible(
+                &[
+                    aws(&a),
+                    aws(&b),
+                    aws("333333333333.dkr.ecr.eu-west-1.amazonaws.com")
+                ],
+                true
+            ),
+            "the proxyEndpoint host beside the expected ones"
+        );
+        let mut robot = aws(&b);
+        robot.username = "robot".into();
+        assert!(!plausible(&[aws(&a), robot], false), "not ECR's user name");
+        assert!(
+            !plausible_token(&[], &[], true, issued, expires),
+            "nothing at all"
+        );
+        assert!(
+            !plausible_token(
+                &[aws(&a), aws(&b)],
+                &expected,
+                false,
+                issued,
+                t("2026-12-02T00:00:00Z")
+            ),
+            "too long a lifetime"
+        );
+    }
+
+    #[test]
+    fn reasons_name_the_fault() {
+        assert_eq!(EcrError::Throttled("x".into()).reason(), "AwsThrottled");
+        assert_eq!(EcrError::Other("x".into()).reason(), "AwsError");
+    }
 
     #[test]
     fn registry_hosts_follow_the_partition() {

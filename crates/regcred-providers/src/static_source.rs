@@ -2,11 +2,35 @@
 
 use std::collections::BTreeMap;
 
+use jiff::Timestamp;
 use secrecy::SecretString;
 
-use crate::RegistryAuth;
+use crate::{Minted, Provider, ProviderError, RegistryAuth};
+
+/// Credentials that do not expire, read from a Secret the caller resolved.
+pub struct Static;
+
+impl Provider for Static {
+    type Input<'a> = StaticInput<'a>;
+    type Error = StaticError;
+
+    async fn provide(&self, input: Self::Input<'_>) -> Result<Minted, StaticError> {
+        Ok(Minted {
+            entries: vec![from_static_secret(&input)?],
+            issued_at: Timestamp::now(),
+            expires_at: None,
+        })
+    }
+}
+
+impl ProviderError for StaticError {
+    fn reason(&self) -> &'static str {
+        "SourceInvalid"
+    }
+}
 
 /// The parts of a source Secret the static provider reads, already resolved by the caller.
+#[derive(Clone, Copy)]
 pub struct StaticInput<'a> {
     pub server: &'a str,
     /// The Secret's `data`, decoded bytes by key.

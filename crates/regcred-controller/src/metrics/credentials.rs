@@ -14,7 +14,6 @@ use prometheus_client::registry::Unit;
 use regcred_api::{ClusterRegistryCredential, CredentialStatus, RegistryCredential};
 
 use crate::credential::Credential;
-use crate::minting;
 
 /// The caches the series are read from.
 #[derive(Clone)]
@@ -82,7 +81,7 @@ impl Snapshot {
         if let Some(at) = &status.next_refresh_time {
             self.renewal.get_or_create(&labels).set(seconds(at));
         }
-        if minting::has_minted(credential) {
+        if credential.has_minted() {
             self.consecutive_failures
                 .get_or_create(&labels)
                 .set(i64::from(status.refresh_failures));
