@@ -30,11 +30,18 @@ pub(crate) fn client() -> (Client, ApiServer) {
 impl ApiServer {
     /// Takes the next request, answers it with `status` and `body`, and returns it.
     pub(crate) async fn answer(&mut self, status: StatusCode, body: Value) -> Sent {
-        let (request, respond) = self
-            .0
-            .next_request()
+        self.try_answer_by(|_| (status, body))
             .await
-            .expect("the code under test sent a request");
+            .expect("the code under test sent a request")
+    }
+
+    /// Like [`Self::answer`], but `None` once the code under test has dropped its client,
+    /// and the answer made from the request.
+    pub(crate) async fn try_answer_by(
+        &mut self,
+        answer: impl FnOnce(&Sent) -> (StatusCode, Value),
+    ) -> Option<Sent> {
+        let (request, respond) = self.0.next_request().await?;
         let (parts, body_in) = request.into_parts();
         let bytes = body_in.collect_bytes().await.expect("a readable body");
         let sent = Sent {
@@ -55,13 +62,14 @@ impl ApiServer {
                 serde_json::from_slice(&bytes).expect("a JSON body")
             },
         };
+        let (status, body) = answer(&sent);
         let response = Response::builder()
             .status(status)
             .header(http::header::CONTENT_TYPE, "application/json")
             .body(Body::from(serde_json::to_vec(&body).unwrap()))
             .unwrap();
         respond.send_response(response);
-        sent
+        Some(sent)
     }
 
     /// Fails if the code under test sent anything more (call once it has returned and

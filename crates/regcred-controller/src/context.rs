@@ -288,32 +288,6 @@ impl Backoff {
     }
 }
 
-/// When each credential's status was last written, to space out writes.
-#[derive(Default)]
-pub(crate) struct StatusWrites {
-    last: Mutex<HashMap<String, Instant>>,
-}
-
-impl StatusWrites {
-    /// How long to wait before writing `key`'s status again, if `interval` has not passed.
-    pub(crate) fn too_soon(&self, key: &str, interval: Duration) -> Option<Duration> {
-        let last = self.last.lock().expect("status writes lock");
-        let elapsed = last.get(key)?.elapsed();
-        (elapsed < interval).then(|| interval - elapsed)
-    }
-
-    pub(crate) fn record(&self, key: &str) {
-        self.last
-            .lock()
-            .expect("status writes lock")
-            .insert(key.to_owned(), Instant::now());
-    }
-
-    pub(crate) fn forget(&self, key: &str) {
-        self.last.lock().expect("status writes lock").remove(key);
-    }
-}
-
 /// Versions of objects the caches still hold although regcred has already replaced them.
 ///
 /// After a write, the watch delivers the new version a moment later; a reconcile in
@@ -453,7 +427,7 @@ pub(crate) struct Context {
     pub(crate) stores: Stores,
     pub(crate) recorder: Recorder,
     pub(crate) backoff: Backoff,
-    pub(crate) status_writes: StatusWrites,
+    pub(crate) status_writes: crate::status::StatusWrites,
     /// Same-named Secrets that are not regcred's, found by a refused create.
     pub(crate) unmanaged: Remembered<()>,
     /// Sources found missing or unlabelled (a metadata GET each).
@@ -480,6 +454,15 @@ impl Context {
         *self.leading.borrow()
     }
 
+    /// What publishing a credential's status needs.
+    pub(crate) fn publisher(&self) -> crate::status::Publisher<'_> {
+        crate::status::Publisher {
+            client: &self.client,
+            recorder: &self.recorder,
+            writes: &self.status_writes,
+        }
+    }
+
     /// Drops the per-credential state of a deleted credential.
     pub(crate) fn forget_credential<C: Credential>(&self, credential: &C) {
         let id = credential.id();
@@ -503,19 +486,6 @@ mod tests {
         assert!(!*ready.borrow());
         gate.listed("b");
         assert!(*ready.borrow());
-    }
-
-    #[test]
-    fn status_writes_are_spaced() {
-        let writes = StatusWrites::default();
-        assert_eq!(writes.too_soon("a", Duration::from_secs(1)), None);
-        writes.record("a");
-        let wait = writes
-            .too_soon("a", Duration::from_secs(1))
-            .expect("too soon");
-        assert!(wait <= Duration::from_secs(1) && wait > Duration::from_millis(500));
-        assert_eq!(writes.too_soon("a", Duration::ZERO), None);
-        assert_eq!(writes.too_soon("b", Duration::from_secs(1)), None);
     }
 
     #[test]

@@ -70,6 +70,8 @@ async fn sync<C: Credential>(credential: Arc<C>, ctx: Arc<Context>) -> Result<Ac
             && !ctx.tokens.refresh_handled(&uid, request)
     });
     let namespaces = ctx.stores.target_namespaces(&*credential);
+    // The first transient failure of the Secret writes: retried once status is out.
+    let mut transient: Option<Error> = None;
     let mut report = Report {
         secret_name: secret_name.clone(),
         registries: registries_summary(credential.spec()),
@@ -164,7 +166,7 @@ async fn sync<C: Credential>(credential: Arc<C>, ctx: Arc<Context>) -> Result<Ac
                     .min(RESYNC);
             }
             let config = regcred_providers::dockerconfig::encode(&entries);
-            write_all(
+            transient = write_all(
                 &ctx,
                 &*credential,
                 &namespaces,
@@ -175,7 +177,7 @@ async fn sync<C: Credential>(credential: Arc<C>, ctx: Arc<Context>) -> Result<Ac
                 },
                 &mut report,
             )
-            .await?;
+            .await;
         }
     }
 
@@ -184,7 +186,7 @@ async fn sync<C: Credential>(credential: Arc<C>, ctx: Arc<Context>) -> Result<Ac
     // renamed Secret goes only once no ServiceAccount lists it for this credential any
     // more (the new entry replaces it first), so a Pod is never admitted pointing at a
     // Secret that is gone.
-    if report.blocked.is_none() {
+    if report.blocked.is_none() && transient.is_none() {
         for stale in ctx.stores.secrets_owned_by(&id) {
             let ns = stale.metadata.namespace.as_deref().unwrap_or_default();
             let stale_name = stale.name_any();
@@ -208,7 +210,11 @@ async fn sync<C: Credential>(credential: Arc<C>, ctx: Arc<Context>) -> Result<Ac
     count_service_accounts(&ctx, &*credential, &namespaces, &secret_name, &mut report);
     let previous = gathered_interim.as_ref().or(credential.status());
     let next = status::build(previous, credential.meta().generation, &report, now);
-    let published = status::publish_over(&ctx, &*credential, previous, next).await?;
+    let published = status::publish_over(&ctx.publisher(), &*credential, previous, next).await?;
+    // Reported first (status names the namespaces that failed), then retried with backoff.
+    if let Some(e) = transient {
+        return Err(e);
+    }
     ctx.backoff
         .reset(&RetryKey::Reconcile(ObjectKey::of(&*credential)));
     Ok(match published {
@@ -266,7 +272,7 @@ async fn mint_watching_expiry<C: Credential>(
                 expires_at,
                 Timestamp::now(),
             );
-            status::publish(ctx, credential, interim.clone()).await?;
+            status::publish(&ctx.publisher(), credential, interim.clone()).await?;
             Ok((mint.await?, Some(interim)))
         }
     }
@@ -392,14 +398,15 @@ fn registries_summary(spec: &regcred_api::CredentialSpec) -> Vec<String> {
 }
 
 /// Writes the Secret into each namespace this credential wins, a bounded number at once,
-/// so one slow namespace does not hold up the rest.
+/// so one slow namespace does not hold up the rest. Every outcome goes into `report`;
+/// the first transient API failure is returned, for a retry once status is published.
 async fn write_all<C: Credential>(
     ctx: &Context,
     credential: &C,
     namespaces: &[String],
     payload: &Payload<'_>,
     report: &mut Report,
-) -> Result<(), Error> {
+) -> Option<Error> {
     let secret_name = credential.secret_name();
     let results: Vec<(String, Result<Outcome, WriteError>)> =
         stream::iter(namespaces.iter().cloned())
@@ -438,19 +445,7 @@ async fn write_all<C: Credential>(
             }
         }
     }
-    // Report first, then retry with backoff.
-    if let Some(e) = transient {
-        count_service_accounts(ctx, credential, namespaces, &secret_name, report);
-        let next = status::build(
-            credential.status(),
-            credential.meta().generation,
-            report,
-            Timestamp::now(),
-        );
-        status::publish(ctx, credential, next).await?;
-        return Err(e);
-    }
-    Ok(())
+    transient
 }
 
 /// Writes one namespace's Secret unless another credential wins the name there.

@@ -19,8 +19,7 @@ use tokio::sync::watch;
 use tracing::{debug, warn};
 
 use crate::context::{
-    Backoff as RetryBackoff, CacheLag, Context, ObjectKey, ReadyGate, Remembered, RetryKey,
-    StatusWrites, Stores,
+    Backoff as RetryBackoff, CacheLag, Context, ObjectKey, ReadyGate, Remembered, RetryKey, Stores,
 };
 use crate::credential::Credential;
 use crate::error::Error;
@@ -144,7 +143,7 @@ pub async fn run(client: Client, config: Config) -> Result<(), Error> {
         stores,
         recorder: Recorder::new(client.clone(), reporter),
         backoff: RetryBackoff::default(),
-        status_writes: StatusWrites::default(),
+        status_writes: crate::status::StatusWrites::default(),
         unmanaged: Remembered::new(UNMANAGED_RETRY),
         missing_sources: Remembered::new(MISSING_SOURCE_RETRY),
         cache_lag: cache_lag.clone(),

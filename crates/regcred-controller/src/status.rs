@@ -1,18 +1,20 @@
 //! Builds the status from what a reconcile found (pure), and writes it only when it
 //! changed. Events are published on transitions of the `Ready` condition only.
 
-use std::time::Duration;
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
-use kube::ResourceExt;
 use kube::api::{Patch, PatchParams};
+use kube::runtime::events::Recorder;
 use kube::runtime::events::{Event, EventType};
+use kube::{Client, ResourceExt};
 use regcred_api::condition_reasons as reasons;
 use regcred_api::names::FIELD_MANAGER;
 use regcred_api::{CredentialStatus, MAX_FAILURES, TargetCounts, TargetFailure};
 
-use crate::context::Context;
 use crate::credential::Credential;
 use crate::error::Error;
 
@@ -205,6 +207,39 @@ pub(crate) fn transition(
 /// a fan-out to hundreds of namespaces must not write status once per namespace.
 pub(crate) const MIN_STATUS_INTERVAL: Duration = Duration::from_secs(1);
 
+/// When each credential's status was last written, to space out writes.
+#[derive(Default)]
+pub(crate) struct StatusWrites {
+    last: Mutex<HashMap<String, Instant>>,
+}
+
+impl StatusWrites {
+    /// How long to wait before writing `key`'s status again, if `interval` has not passed.
+    pub(crate) fn too_soon(&self, key: &str, interval: Duration) -> Option<Duration> {
+        let last = self.last.lock().expect("status writes lock");
+        let elapsed = last.get(key)?.elapsed();
+        (elapsed < interval).then(|| interval - elapsed)
+    }
+
+    pub(crate) fn record(&self, key: &str) {
+        self.last
+            .lock()
+            .expect("status writes lock")
+            .insert(key.to_owned(), Instant::now());
+    }
+
+    pub(crate) fn forget(&self, key: &str) {
+        self.last.lock().expect("status writes lock").remove(key);
+    }
+}
+
+/// What publishing a status needs, and nothing more.
+pub(crate) struct Publisher<'a> {
+    pub(crate) client: &'a Client,
+    pub(crate) recorder: &'a Recorder,
+    pub(crate) writes: &'a StatusWrites,
+}
+
 /// What [`publish`] did.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Published {
@@ -218,16 +253,16 @@ pub(crate) enum Published {
 /// transition. A change of the `Ready` condition is written at once; a change of counts
 /// alone at most once per [`MIN_STATUS_INTERVAL`].
 pub(crate) async fn publish<C: Credential>(
-    ctx: &Context,
+    to: &Publisher<'_>,
     credential: &C,
     next: CredentialStatus,
 ) -> Result<Published, Error> {
-    publish_over(ctx, credential, credential.status(), next).await
+    publish_over(to, credential, credential.status(), next).await
 }
 
 /// [`publish`], over a status this reconcile already wrote (`previous`).
 pub(crate) async fn publish_over<C: Credential>(
-    ctx: &Context,
+    to: &Publisher<'_>,
     credential: &C,
     previous: Option<&CredentialStatus>,
     next: CredentialStatus,
@@ -238,11 +273,11 @@ pub(crate) async fn publish_over<C: Credential>(
     let event = transition(previous, &next);
     let key = credential.id().to_string();
     if event.is_none()
-        && let Some(wait) = ctx.status_writes.too_soon(&key, MIN_STATUS_INTERVAL)
+        && let Some(wait) = to.writes.too_soon(&key, MIN_STATUS_INTERVAL)
     {
         return Ok(Published::Deferred(wait));
     }
-    let api = C::api(ctx.client.clone(), credential.namespace().as_deref());
+    let api = C::api(to.client.clone(), credential.namespace().as_deref());
     let patch = serde_json::json!({
         "apiVersion": C::api_version(&()),
         "kind": C::kind(&()),
@@ -251,10 +286,10 @@ pub(crate) async fn publish_over<C: Credential>(
     let params = PatchParams::apply(FIELD_MANAGER).force();
     api.patch_status(&credential.name_any(), &params, &Patch::Apply(&patch))
         .await?;
-    ctx.status_writes.record(&key);
+    to.writes.record(&key);
     if let Some(event) = event {
         let reference = credential.object_ref(&());
-        if let Err(e) = ctx.recorder.publish(&event, &reference).await {
+        if let Err(e) = to.recorder.publish(&event, &reference).await {
             tracing::warn!(error = %e, "could not publish an Event");
         }
     }
@@ -264,6 +299,149 @@ pub(crate) async fn publish_over<C: Credential>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn status_writes_are_spaced() {
+        let writes = StatusWrites::default();
+        assert_eq!(writes.too_soon("a", Duration::from_secs(1)), None);
+        writes.record("a");
+        let wait = writes
+            .too_soon("a", Duration::from_secs(1))
+            .expect("too soon");
+        assert!(wait <= Duration::from_secs(1) && wait > Duration::from_millis(500));
+        assert_eq!(writes.too_soon("a", Duration::ZERO), None);
+        assert_eq!(writes.too_soon("b", Duration::from_secs(1)), None);
+    }
+
+    mod publishing {
+        use http::{Method, StatusCode};
+        use kube::runtime::events::Reporter;
+        use regcred_api::RegistryCredential;
+        use serde_json::{Value, json};
+
+        use super::*;
+        use crate::api_mock;
+
+        fn credential(status: Option<CredentialStatus>) -> RegistryCredential {
+            let mut c: RegistryCredential = serde_json::from_value(json!({
+                "apiVersion": "regcred.io/v1alpha1",
+                "kind": "RegistryCredential",
+                "metadata": {"name": "harbor", "namespace": "app", "uid": "u1", "generation": 1},
+                "spec": {"registries": [{"server": "harbor.example.com",
+                    "static": {"secretRef": {"name": "robot"}}}]},
+            }))
+            .unwrap();
+            c.status = status;
+            c
+        }
+
+        async fn publish_with(
+            credential: &RegistryCredential,
+            previous: Option<&CredentialStatus>,
+            next: CredentialStatus,
+            writes: &StatusWrites,
+        ) -> (Result<Published, Error>, Vec<api_mock::Sent>) {
+            let (client, mut server) = api_mock::client();
+            let answering = async {
+                let mut sent = Vec::new();
+                // Answers whatever comes until the code under test drops its client.
+                // A status apply gets the object back; a create, what it sent.
+                let object = serde_json::to_value(credential).unwrap();
+                while let Some(s) = server
+                    .try_answer_by(|s| {
+                        let body = if s.method == Method::POST {
+                            s.body.clone()
+                        } else {
+                            object.clone()
+                        };
+                        (StatusCode::OK, body)
+                    })
+                    .await
+                {
+                    sent.push(s);
+                }
+                sent
+            };
+            // The client and recorder live only inside: dropped, they end `answering`.
+            let publishing = async move {
+                let recorder = Recorder::new(client.clone(), Reporter::from("regcred"));
+                let to = Publisher {
+                    client: &client,
+                    recorder: &recorder,
+                    writes,
+                };
+                publish_over(&to, credential, previous, next).await
+            };
+            tokio::join!(publishing, answering)
+        }
+
+        #[tokio::test]
+        async fn an_unchanged_status_sends_nothing() {
+            let now = at(1000);
+            let synced = build(None, Some(1), &report(), now);
+            let c = credential(Some(synced.clone()));
+            let (published, sent) =
+                publish_with(&c, c.status.as_ref(), synced, &StatusWrites::default()).await;
+            assert_eq!(published.unwrap(), Published::Unchanged);
+            assert!(sent.is_empty(), "{} requests", sent.len());
+        }
+
+        #[tokio::test]
+        async fn a_ready_change_is_one_status_apply_then_one_event() {
+            let now = at(1000);
+            let c = credential(None);
+            let next = build(None, Some(1), &report(), now);
+            let (published, sent) =
+                publish_with(&c, None, next.clone(), &StatusWrites::default()).await;
+            assert_eq!(published.unwrap(), Published::Written);
+            assert_eq!(
+                sent.len(),
+                2,
+                "{:?}",
+                sent.iter().map(|s| &s.uri).collect::<Vec<_>>()
+            );
+            let apply = &sent[0];
+            assert_eq!(apply.method, Method::PATCH);
+            assert_eq!(
+                apply.uri,
+                "/apis/regcred.io/v1alpha1/namespaces/app/registrycredentials/harbor/status?&force=true&fieldManager=regcred"
+            );
+            assert_eq!(
+                apply.content_type.as_deref(),
+                Some("application/apply-patch+yaml")
+            );
+            assert_eq!(
+                apply.body,
+                json!({
+                    "apiVersion": "regcred.io/v1alpha1",
+                    "kind": "RegistryCredential",
+                    "status": serde_json::to_value(&next).unwrap(),
+                })
+            );
+            let event = &sent[1];
+            assert_eq!(event.method, Method::POST);
+            assert_eq!(event.uri, "/apis/events.k8s.io/v1/namespaces/app/events?");
+            assert_eq!(event.body["reason"], Value::from("Synced"));
+            assert_eq!(event.body["regarding"]["name"], Value::from("harbor"));
+        }
+
+        #[tokio::test]
+        async fn counts_alone_wait_for_the_interval_and_send_nothing() {
+            let now = at(1000);
+            let synced = build(None, Some(1), &report(), now);
+            let c = credential(Some(synced.clone()));
+            let mut more = report();
+            more.namespaces = 3;
+            more.secrets_ready = 3;
+            let next = build(Some(&synced), Some(1), &more, now);
+            assert_ne!(next, synced, "the counts changed");
+            let writes = StatusWrites::default();
+            writes.record(&c.id().to_string());
+            let (published, sent) = publish_with(&c, c.status.as_ref(), next, &writes).await;
+            assert!(matches!(published.unwrap(), Published::Deferred(_)));
+            assert!(sent.is_empty(), "{} requests", sent.len());
+        }
+    }
 
     fn report() -> Report {
         Report {
