@@ -22,7 +22,7 @@ use regcred_api::{
     CredentialSpec, DeletionPolicy, Registry, RegistryCredential, RegistryCredentialSpec,
     SourceSecretRef, StaticSource,
 };
-use regcred_testkit::{ControllerProcess, TestBed, wait_for};
+use regcred_testkit::{ControllerProcess, TestBed, TestNamespace, wait_for};
 use serde_json::json;
 
 /// The identity the controller runs as, as the audit log names it.
@@ -574,4 +574,28 @@ pub async fn run_cli(kubeconfig: &Path, args: &[&str]) -> CliRun {
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
     }
+}
+
+/// The bed's AWS access keys, as the Secret `aws` in `ns`.
+pub async fn create_bed_aws_keys(bed: &TestBed, ns: &TestNamespace) {
+    let aws = &bed.info.aws;
+    ns.api::<Secret>()
+        .create(
+            &PostParams::default(),
+            &aws_keys_secret("aws", &aws.access_key_id, &aws.secret_access_key),
+        )
+        .await
+        .unwrap();
+}
+
+/// Applies the RegistryCredential `ecr` in `ns`: the bed's account, the keys Secret
+/// `aws` (see [`create_bed_aws_keys`]), writing `ecr-pull`.
+pub async fn apply_bed_ecr_credential(
+    bed: &TestBed,
+    ns: &TestNamespace,
+) -> Api<regcred_api::RegistryCredential> {
+    let credentials = ns.api::<regcred_api::RegistryCredential>();
+    let source = ecr_source(bed, &[&bed.info.aws.account_id], Some(keys_auth("aws")));
+    apply(&credentials, &ecr_credential("ecr", source, "ecr-pull")).await;
+    credentials
 }

@@ -9,12 +9,11 @@ use std::time::{Duration, Instant};
 use futures::{StreamExt, TryStreamExt};
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Patch, PatchParams, PostParams};
+use kube::api::{Patch, PatchParams};
 use kube::runtime::watcher::{self, Event};
-use regcred_api::RegistryCredential;
 use regcred_e2e::{
-    CONTROLLER_USER, apply, aws_keys_secret, ecr_credential, ecr_source, is_controller_write,
-    keys_auth, ready, start_controller_with_aws_identity, until_controller_quiet, wait_reason,
+    CONTROLLER_USER, apply_bed_ecr_credential, create_bed_aws_keys, is_controller_write, ready,
+    start_controller_with_aws_identity, until_controller_quiet, wait_reason,
 };
 use regcred_testkit::{TestBed, wait_for};
 use serde_json::json;
@@ -52,13 +51,7 @@ async fn rotation_faults_and_restart() {
     let mut controller = start_controller_with_aws_identity(bed);
     bed.aws().set_token_lifetime(LIFETIME).await;
     let ns = bed.namespace("rotate").await;
-    ns.api::<Secret>()
-        .create(
-            &PostParams::default(),
-            &aws_keys_secret("aws", &aws.access_key_id, &aws.secret_access_key),
-        )
-        .await
-        .unwrap();
+    create_bed_aws_keys(bed, &ns).await;
 
     // Every version of the Secret a watcher sees: when, which password, or a deletion.
     type Seen = Vec<(Timestamp, Option<String>)>;
@@ -82,16 +75,7 @@ async fn rotation_faults_and_restart() {
             }
         })
     };
-    let credentials = ns.api::<RegistryCredential>();
-    apply(
-        &credentials,
-        &ecr_credential(
-            "ecr",
-            ecr_source(bed, &[&aws.account_id], Some(keys_auth("aws"))),
-            "ecr-pull",
-        ),
-    )
-    .await;
+    let credentials = apply_bed_ecr_credential(bed, &ns).await;
     wait_reason(&credentials, "ecr", "Synced").await;
 
     // Rotations: after each, the new password pulls.

@@ -12,9 +12,8 @@ use kube::api::PostParams;
 use kube::{Api, Client};
 use regcred_api::{ClusterRegistryCredential, RegistryCredential};
 use regcred_e2e::{
-    apply, aws_keys_secret, cluster_credential, ecr_credential, ecr_source, keys_auth,
-    kubectl_output, ready, root, source_namespace, start_controller_with_aws_identity_and,
-    wait_reason,
+    apply, apply_bed_ecr_credential, cluster_credential, create_bed_aws_keys, kubectl_output,
+    ready, root, source_namespace, start_controller_with_aws_identity_and, wait_reason,
 };
 use regcred_testkit::{Component, Fault, TestBed, wait_for};
 use serde_json::json;
@@ -64,20 +63,11 @@ async fn faults_never_hide_an_expired_token_and_coverage_recovers_fast() {
 
     // --- A hung AWS endpoint: the refresh is bounded and status never says Synced once
     // the token has expired.
-    let aws = &bed.info.aws;
     let lifetime = 30;
     bed.aws().set_token_lifetime(lifetime).await;
     let ns = bed.namespace("hung").await;
-    ns.api::<Secret>()
-        .create(
-            &PostParams::default(),
-            &aws_keys_secret("aws", &aws.access_key_id, &aws.secret_access_key),
-        )
-        .await
-        .unwrap();
-    let credentials = ns.api::<RegistryCredential>();
-    let source = ecr_source(bed, &[&aws.account_id], Some(keys_auth("aws")));
-    apply(&credentials, &ecr_credential("ecr", source, "ecr-pull")).await;
+    create_bed_aws_keys(bed, &ns).await;
+    let credentials = apply_bed_ecr_credential(bed, &ns).await;
     let synced = wait_reason(&credentials, "ecr", "Synced").await;
     let expires_at: jiff::Timestamp = synced.status.unwrap().expires_at.unwrap().0;
     bed.control(Fault::Pause, Component::Aws);

@@ -9,12 +9,10 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::Secret;
-use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
-use regcred_api::RegistryCredential;
+use kube::api::{DeleteParams, Patch, PatchParams};
 use regcred_e2e::{
-    apply, aws_keys_secret, ecr_credential, ecr_source, keys_auth, ready,
-    start_controller_with_aws_identity_and, wait_reason,
+    apply_bed_ecr_credential, create_bed_aws_keys, ready, start_controller_with_aws_identity_and,
+    wait_reason,
 };
 use regcred_testkit::{TestBed, wait_for};
 use serde_json::json;
@@ -123,7 +121,6 @@ fn reconciles_of_all(text: &str) -> f64 {
 async fn metrics_follow_status_and_what_really_happened() {
     let bed = TestBed::get();
     let _dump = bed.dump_on_panic();
-    let aws = &bed.info.aws;
     let port = free_port();
     let audit = bed.audit();
     let mark = audit.mark();
@@ -132,23 +129,8 @@ async fn metrics_follow_status_and_what_really_happened() {
         &["--metrics-addr", &format!("127.0.0.1:{port}")],
     );
     let ns = bed.namespace("metrics").await;
-    ns.api::<Secret>()
-        .create(
-            &PostParams::default(),
-            &aws_keys_secret("aws", &aws.access_key_id, &aws.secret_access_key),
-        )
-        .await
-        .unwrap();
-    let credentials = ns.api::<RegistryCredential>();
-    apply(
-        &credentials,
-        &ecr_credential(
-            "ecr",
-            ecr_source(bed, &[&aws.account_id], Some(keys_auth("aws"))),
-            "ecr-pull",
-        ),
-    )
-    .await;
+    create_bed_aws_keys(bed, &ns).await;
+    let credentials = apply_bed_ecr_credential(bed, &ns).await;
     let synced = wait_reason(&credentials, "ecr", "Synced").await;
     let status = synced.status.clone().unwrap();
     let this = [

@@ -11,10 +11,9 @@ use jiff::Timestamp;
 use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
 use kube::Api;
 use kube::api::PostParams;
-use regcred_api::RegistryCredential;
 use regcred_e2e::{
-    apply, aws_keys_secret, controller_kubeconfig, ecr_credential, ecr_source, entries, keys_auth,
-    password_in, source_secret, synced, wait_reason,
+    apply_bed_ecr_credential, controller_kubeconfig, create_bed_aws_keys, entries, password_in,
+    source_secret, synced, wait_reason,
 };
 use regcred_testkit::{ControllerProcess, PodOutcome, TestBed, idle_pod, wait_for};
 use sha2::{Digest, Sha256};
@@ -236,23 +235,8 @@ async fn ecr_pod_pulls_through_the_front_before_and_after_rotation() {
     bed.aws().set_token_lifetime(TOKEN_LIFETIME).await;
 
     let ns = bed.namespace("node-ecr").await;
-    ns.api::<Secret>()
-        .create(
-            &PostParams::default(),
-            &aws_keys_secret("aws", &aws.access_key_id, &aws.secret_access_key),
-        )
-        .await
-        .unwrap();
-    let credentials = ns.api::<RegistryCredential>();
-    apply(
-        &credentials,
-        &ecr_credential(
-            "ecr",
-            ecr_source(bed, &[&aws.account_id], Some(keys_auth("aws"))),
-            "ecr-pull",
-        ),
-    )
-    .await;
+    create_bed_aws_keys(bed, &ns).await;
+    let credentials = apply_bed_ecr_credential(bed, &ns).await;
     wait_reason(&credentials, "ecr", "Synced").await;
     default_sa_lists(bed, &ns.name, "ecr-pull").await;
     let secrets = ns.api::<Secret>();
