@@ -128,6 +128,14 @@ impl Stores {
     }
 
     /// Whether the credential with this identity exists and is not being deleted.
+    /// Whether the cache still holds this very credential (same UID, not a successor
+    /// of the same name).
+    pub(crate) fn holds_credential<C: Credential>(&self, credential: &C) -> bool {
+        let uid = credential.meta().uid.as_deref();
+        self.with_credential(&credential.id(), |m| m.uid.as_deref() == uid)
+            .unwrap_or(false)
+    }
+
     pub(crate) fn credential_live(&self, id: &CredentialId) -> bool {
         self.with_credential(id, |c| c.deletion_timestamp.is_none())
             .unwrap_or(false)
@@ -471,6 +479,8 @@ impl Context {
         }
         self.status_writes.forget(&id.to_string());
         self.backoff.reset(&RetryKey::Mint(id));
+        self.backoff
+            .reset(&RetryKey::Reconcile(ObjectKey::of(credential)));
     }
 }
 

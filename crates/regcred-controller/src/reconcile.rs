@@ -47,7 +47,14 @@ pub(crate) async fn reconcile<C: Credential>(
         Kind::Cluster => ControllerName::ClusterRegistryCredential,
     };
     let metrics = ctx.metrics.clone();
-    metrics.reconcile(controller, sync(credential, ctx)).await
+    let result = metrics
+        .reconcile(controller, sync(credential.clone(), ctx.clone()))
+        .await;
+    // Deleted while this ran: what it stored (a token, a failure) must not outlive it.
+    if !ctx.stores.holds_credential(&*credential) {
+        ctx.forget_credential(&*credential);
+    }
+    result
 }
 
 /// Reconciles one credential (the leader, caches listed).
@@ -131,19 +138,29 @@ async fn sync<C: Credential>(credential: Arc<C>, ctx: Arc<Context>) -> Result<Ac
                     .unwrap_or_default();
                 requeue = requeue.min(until_expiry + Duration::from_millis(100));
             }
+            // The token in place is still good: a new namespace or a deleted Secret gets
+            // it (unchanged Secrets cost nothing), while status reports the failure.
+            if let (Some(entries), Some(current)) = (&gathered.last_good, &gathered.current) {
+                report.secrets_ready = 0;
+                let config = regcred_providers::dockerconfig::encode(entries);
+                transient = write_all(
+                    &ctx,
+                    &*credential,
+                    &namespaces,
+                    &Payload {
+                        config: &config,
+                        annotations: &token_annotations(current),
+                        force: false,
+                    },
+                    &mut report,
+                )
+                .await;
+            }
         }
         Ok(entries) => {
             let mut annotations = BTreeMap::new();
             if let Some(tokens) = &gathered.tokens {
-                annotations.insert(
-                    minting::ISSUED_AT_ANNOTATION.to_owned(),
-                    tokens.issued_at.to_string(),
-                );
-                annotations.insert(
-                    minting::EXPIRES_AT_ANNOTATION.to_owned(),
-                    tokens.expires_at.to_string(),
-                );
-                annotations.insert(minting::INPUTS_ANNOTATION.to_owned(), tokens.inputs.clone());
+                annotations = token_annotations(tokens);
                 let renew_before = credential
                     .spec()
                     .renew_before
@@ -202,7 +219,14 @@ async fn sync<C: Credential>(credential: Arc<C>, ctx: Arc<Context>) -> Result<Ac
                     secret = stale.name_any(),
                     "removing a Secret no longer targeted"
                 );
-                secrets::remove(&ctx.client, &stale).await?;
+                if let Err(e) = secrets::remove(&ctx.client, &stale).await {
+                    report.failures.push(TargetFailure {
+                        namespace: ns.to_owned(),
+                        reason: reasons::API_ERROR.into(),
+                        message: format!("removing Secret {stale_name}: {e}"),
+                    });
+                    transient.get_or_insert(e);
+                }
             }
         }
     }
@@ -232,6 +256,9 @@ struct Gathered {
     freshly_minted: bool,
     /// The tokens already in the Secrets when a mint failed.
     current: Option<Tokens>,
+    /// When a mint failed but the token in place is still valid: every entry with that
+    /// token, so new or damaged Secrets still get it while status reports the failure.
+    last_good: Option<Vec<RegistryAuth>>,
     /// The failed mints in a row and when to try again.
     failure: Option<Failure>,
     /// A status written while the mint was pending (the token expired meanwhile).
@@ -291,6 +318,7 @@ async fn gather<C: Credential>(
         tokens: None,
         freshly_minted: false,
         current: None,
+        last_good: None,
         failure: None,
         interim: None,
     };
@@ -332,6 +360,7 @@ async fn gather<C: Credential>(
             Decision::WaitOutBackoff => {
                 let failure = failure.expect("backing off means a failure");
                 gathered.entries = Err(failure.problem.clone());
+                gathered.last_good = last_good(entries, current.as_ref(), now);
                 gathered.current = current;
                 gathered.failure = Some(failure);
                 return Ok(gathered);
@@ -370,6 +399,7 @@ async fn gather<C: Credential>(
                         };
                         ctx.tokens.fail(&uid, failure.clone());
                         gathered.failure = Some(failure);
+                        gathered.last_good = last_good(entries, current.as_ref(), now);
                         gathered.current = current;
                         gathered.entries = Err(problem);
                         return Ok(gathered);
@@ -382,6 +412,33 @@ async fn gather<C: Credential>(
     }
     gathered.entries = Ok(entries);
     Ok(gathered)
+}
+
+/// The static entries with the token in place, if it is still valid.
+fn last_good(
+    mut static_entries: Vec<RegistryAuth>,
+    current: Option<&Tokens>,
+    now: Timestamp,
+) -> Option<Vec<RegistryAuth>> {
+    let current = current.filter(|c| c.expires_at > now)?;
+    static_entries.extend(current.entries.iter().cloned());
+    Some(static_entries)
+}
+
+/// The annotations a Secret carries for minted tokens: they let a restarted controller
+/// resume the schedule (and the content signature covers them).
+fn token_annotations(tokens: &Tokens) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (
+            minting::ISSUED_AT_ANNOTATION.to_owned(),
+            tokens.issued_at.to_string(),
+        ),
+        (
+            minting::EXPIRES_AT_ANNOTATION.to_owned(),
+            tokens.expires_at.to_string(),
+        ),
+        (minting::INPUTS_ANNOTATION.to_owned(), tokens.inputs.clone()),
+    ])
 }
 
 /// The registries for `kubectl get`: static servers, and ECR as `<accounts> (ECR <region>)`.

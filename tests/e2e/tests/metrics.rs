@@ -9,10 +9,11 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use k8s_openapi::api::core::v1::Secret;
 use kube::api::{DeleteParams, Patch, PatchParams};
 use regcred_e2e::{
-    apply_bed_ecr_credential, create_bed_aws_keys, ready, start_controller_with_aws_identity_and,
-    wait_reason,
+    apply_bed_ecr_credential, create_bed_aws_keys, password_in, ready,
+    start_controller_with_aws_identity_and, wait_reason,
 };
 use regcred_testkit::{TestBed, wait_for};
 use serde_json::json;
@@ -301,6 +302,31 @@ async fn metrics_follow_status_and_what_really_happened() {
     tokio::time::sleep(Duration::from_secs(3)).await;
     let (_, reason, _) = ready(&credentials.get("ecr").await.unwrap()).unwrap();
     assert_eq!(reason, "AwsAccessDenied", "the failure is still reported");
+
+    // Meanwhile the token in place is still good: a Secret deleted by hand comes back with
+    // it, and status keeps reporting the failure.
+    let secrets = ns.api::<Secret>();
+    let before = secrets.get("ecr-pull").await.unwrap();
+    secrets
+        .delete("ecr-pull", &DeleteParams::default())
+        .await
+        .unwrap();
+    let restored = wait_for(QUICK, POLL, || async {
+        let s = secrets.get_opt("ecr-pull").await.unwrap()?;
+        (s.metadata.uid != before.metadata.uid).then_some(s)
+    })
+    .await;
+    let host = &bed.info.aws.ecr_registry;
+    assert!(
+        password_in(&restored, host).is_some()
+            && password_in(&restored, host) == password_in(&before, host),
+        "the restored Secret holds the token in place (not printed)"
+    );
+    let (_, reason, _) = ready(&credentials.get("ecr").await.unwrap()).unwrap();
+    assert_eq!(
+        reason, "AwsAccessDenied",
+        "still reported after the restore"
+    );
     assert!(
         sample(
             &text,
