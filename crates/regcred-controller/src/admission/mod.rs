@@ -47,7 +47,7 @@ pub enum AdmissionMode {
 
 impl AdmissionMode {
     /// The URL path the API server posts reviews to.
-    pub fn path(self) -> &'static str {
+    pub(crate) fn path(self) -> &'static str {
         match self {
             AdmissionMode::ServiceAccounts => "/mutate/serviceaccounts",
             AdmissionMode::Pods => "/mutate/pods",
