@@ -10,7 +10,7 @@ use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher::Event;
 use regcred_api::{ClusterRegistryCredential, RegistryCredential};
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 
 use crate::context::{CacheLag, ObjectKey, Stores, owner_of};
@@ -28,12 +28,18 @@ pub(crate) struct Triggers {
     /// The generation and deletion state last seen of each credential: a status write
     /// changes neither, and must not recheck every ServiceAccount in the cluster.
     pub(crate) seen_credentials: Arc<Mutex<HashMap<ObjectKey, SeenCredential>>>,
+    /// The ServiceAccounts of each namespace: an event about one namespace rechecks its
+    /// own, without a scan of every ServiceAccount in the cluster.
+    pub(crate) accounts_by_namespace: Arc<Mutex<AccountIndex>>,
     /// For the watches of same-named Secrets.
     pub(crate) client: kube::Client,
 }
 
 /// A credential's generation, and whether it is being deleted.
 type SeenCredential = (Option<i64>, bool);
+
+/// Namespace → names of its ServiceAccounts, as the watch delivered them.
+pub(crate) type AccountIndex = HashMap<String, BTreeSet<String>>;
 
 /// The object an event is about; a re-list's end is reported as `None`.
 fn touched<K>(event: &Event<K>) -> Option<Option<&K>> {
@@ -48,12 +54,58 @@ fn touched<K>(event: &Event<K>) -> Option<Option<&K>> {
 
 impl Triggers {
     fn service_accounts_in(&self, namespace: Option<&str>) {
-        for sa in self.stores.service_accounts.state() {
-            if namespace.is_none() || sa.metadata.namespace.as_deref() == namespace {
+        let Some(namespace) = namespace else {
+            for sa in self.stores.service_accounts.state() {
                 let _ = self
                     .service_accounts
                     .unbounded_send(ObjectRef::from_obj(&*sa));
             }
+            return;
+        };
+        let index = self
+            .accounts_by_namespace
+            .lock()
+            .expect("account index lock");
+        for name in index.get(namespace).into_iter().flatten() {
+            let _ = self
+                .service_accounts
+                .unbounded_send(ObjectRef::new(name).within(namespace));
+        }
+    }
+
+    /// Keeps [`Triggers::accounts_by_namespace`] in step with the ServiceAccount watch; a
+    /// re-list rebuilds it from the store (deletions missed meanwhile go with it).
+    fn index_service_account(&self, event: &Event<ServiceAccount>) {
+        let mut index = self
+            .accounts_by_namespace
+            .lock()
+            .expect("account index lock");
+        match event {
+            Event::Apply(sa) | Event::InitApply(sa) => {
+                index
+                    .entry(sa.namespace().unwrap_or_default())
+                    .or_default()
+                    .insert(sa.name_any());
+            }
+            Event::Delete(sa) => {
+                let namespace = sa.namespace().unwrap_or_default();
+                if let Some(names) = index.get_mut(&namespace) {
+                    names.remove(&sa.name_any());
+                    if names.is_empty() {
+                        index.remove(&namespace);
+                    }
+                }
+            }
+            Event::InitDone => {
+                index.clear();
+                for sa in self.stores.service_accounts.state() {
+                    index
+                        .entry(sa.namespace().unwrap_or_default())
+                        .or_default()
+                        .insert(sa.name_any());
+                }
+            }
+            Event::Init => {}
         }
     }
 
@@ -173,6 +225,7 @@ impl Triggers {
 
     /// A ServiceAccount changed: the counts in status of the credentials covering it.
     pub(crate) fn on_service_account(&self, event: &Event<ServiceAccount>) {
+        self.index_service_account(event);
         if let Some(Some(sa)) = touched(event)
             && let Some(ns) = sa.namespace()
         {
