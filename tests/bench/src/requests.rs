@@ -203,6 +203,6 @@ mod tests {
         assert_eq!(r.per_object_gets, 1);
         assert_eq!(r.unselected_secret_reads, 1);
         assert_eq!(r.leases, 1);
-        assert_eq!(r.by_verb["create secrets"], 1);
+        assert_eq!(r.by_verb["create secrets"], 2);
     }
 }
