@@ -170,7 +170,31 @@ async fn bench(bed: &'static TestBed, args: BenchArgs) -> anyhow::Result<()> {
     contenders.sort();
     contenders.dedup();
 
+    let machine = json!({
+        "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        "kubernetes": bed.info.k8s_version,
+    });
     let mut results = vec![];
+    // The outputs are written after every run: a long run stopped early keeps what it has.
+    let write = |results: &[results::RunResult]| -> anyhow::Result<String> {
+        let table = report::markdown(results);
+        std::fs::create_dir_all(&args.out)?;
+        let document = json!({
+            "machine": machine,
+            "arguments": format!("{args:?}"),
+            "seconds": started.elapsed().as_secs(),
+            "results": results,
+        });
+        std::fs::write(
+            args.out.join("results.json"),
+            serde_json::to_vec_pretty(&document)?,
+        )?;
+        std::fs::write(args.out.join("results.md"), &table)?;
+        for (name, svg) in plot::charts(results) {
+            std::fs::write(args.out.join(name), svg)?;
+        }
+        Ok(table)
+    };
     for &size in &sizes {
         for &kind in &contenders {
             if kind == Kind::Script && size > args.script_max {
@@ -178,35 +202,17 @@ async fn bench(bed: &'static TestBed, args: BenchArgs) -> anyhow::Result<()> {
             }
             let ecr = args.ecr_refreshes > 0 && Some(size) == largest;
             results.push(bench.run(kind, size, Scope::Full { ecr }).await);
+            write(&results)?;
         }
     }
     for &size in &memory_sizes {
         for &kind in contenders.iter().filter(|k| **k != Kind::Script) {
             results.push(bench.run(kind, size, Scope::ColdOnly).await);
+            write(&results)?;
         }
     }
-
-    let table = report::markdown(&results);
+    let table = write(&results)?;
     println!("\n{table}");
-    std::fs::create_dir_all(&args.out)?;
-    let machine = json!({
-        "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
-        "kubernetes": bed.info.k8s_version,
-    });
-    let document = json!({
-        "machine": machine,
-        "arguments": format!("{args:?}"),
-        "seconds": started.elapsed().as_secs(),
-        "results": results,
-    });
-    std::fs::write(
-        args.out.join("results.json"),
-        serde_json::to_vec_pretty(&document)?,
-    )?;
-    std::fs::write(args.out.join("results.md"), &table)?;
-    for (name, svg) in plot::charts(&results) {
-        std::fs::write(args.out.join(name), svg)?;
-    }
     println!(
         "wrote {}/results.json, results.md and the charts in {:.0}s",
         args.out.display(),

@@ -20,7 +20,8 @@ pub(crate) struct Requests {
     pub(crate) conflicts: usize,
     /// Other writes: status, Events, objects outside the targets (regcred's signing key).
     pub(crate) other_writes: usize,
-    /// GETs of one Secret, ServiceAccount or Namespace.
+    /// GETs of one Secret, ServiceAccount or Namespace of the targets (regcred reads its
+    /// signing key once at start, outside them).
     pub(crate) per_object_gets: usize,
     /// Secret lists and watches with neither a label nor a field selector.
     pub(crate) unselected_secret_reads: usize,
@@ -52,11 +53,15 @@ impl Requests {
             *r.by_verb
                 .entry(format!("{} {resource}", e.verb))
                 .or_default() += 1;
+            let in_targets = e
+                .namespace
+                .as_deref()
+                .is_some_and(|ns| ns.starts_with(&prefix))
+                || (e.resource == "namespaces"
+                    && e.name.as_deref().is_some_and(|ns| ns.starts_with(&prefix)));
             let object = matches!(e.resource.as_str(), "secrets" | "serviceaccounts")
                 && e.subresource.is_none()
-                && e.namespace
-                    .as_deref()
-                    .is_some_and(|ns| ns.starts_with(&prefix));
+                && in_targets;
             if is_write(&e.verb) && e.code == Some(409) {
                 r.conflicts += 1;
             } else if is_write(&e.verb) {
@@ -67,6 +72,7 @@ impl Requests {
                 }
             }
             if e.verb == "get"
+                && in_targets
                 && e.subresource.is_none()
                 && matches!(
                     e.resource.as_str(),
@@ -162,6 +168,12 @@ mod tests {
             event("me", "get", "secrets", "/api/v1/namespaces/run-1/secrets/s"),
             event(
                 "me",
+                "get",
+                "secrets",
+                "/api/v1/namespaces/elsewhere/secrets/key",
+            ),
+            event(
+                "me",
                 "list",
                 "secrets",
                 "/api/v1/secrets?labelSelector=x%3Dtrue",
@@ -196,7 +208,7 @@ mod tests {
             },
         ];
         let r = Requests::of(&events, "me", "run");
-        assert_eq!(r.total, 8);
+        assert_eq!(r.total, 9);
         assert_eq!(r.object_writes, 2);
         assert_eq!(r.conflicts, 1);
         assert_eq!(r.other_writes, 2);
