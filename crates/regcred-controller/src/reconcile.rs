@@ -232,7 +232,15 @@ async fn sync<C: Credential>(credential: Arc<C>, ctx: Arc<Context>) -> Result<Ac
     }
 
     count_service_accounts(&ctx, &*credential, &namespaces, &secret_name, &mut report);
-    let previous = gathered_interim.as_ref().or(credential.status());
+    // What this process last wrote, while the cache has not caught up with it.
+    let written = ctx.status_writes.newer_than_cache(
+        &credential.id().to_string(),
+        credential.meta().resource_version.as_deref(),
+    );
+    let previous = gathered_interim
+        .as_ref()
+        .or(written.as_ref())
+        .or(credential.status());
     let next = status::build(previous, credential.meta().generation, &report, now);
     let published = status::publish_over(&ctx.publisher(), &*credential, previous, next).await?;
     // Reported first (status names the namespaces that failed), then retried with backoff.

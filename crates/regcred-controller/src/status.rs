@@ -207,10 +207,13 @@ pub(crate) fn transition(
 /// a fan-out to hundreds of namespaces must not write status once per namespace.
 pub(crate) const MIN_STATUS_INTERVAL: Duration = Duration::from_secs(1);
 
-/// When each credential's status was last written, to space out writes.
+/// When each credential's status was last written, to space out writes, and what was
+/// written at which resourceVersion: until the watch brings that version, the cache shows
+/// an older status, and comparing with it would write (and announce) the same one again.
 #[derive(Default)]
 pub(crate) struct StatusWrites {
     last: Mutex<HashMap<String, Instant>>,
+    written: Mutex<HashMap<String, (u64, CredentialStatus)>>,
 }
 
 impl StatusWrites {
@@ -230,6 +233,28 @@ impl StatusWrites {
 
     pub(crate) fn forget(&self, key: &str) {
         self.last.lock().expect("status writes lock").remove(key);
+        self.written.lock().expect("status writes lock").remove(key);
+    }
+
+    fn remember(&self, key: &str, version: Option<&str>, status: &CredentialStatus) {
+        let mut written = self.written.lock().expect("status writes lock");
+        match version.and_then(|v| v.parse().ok()) {
+            Some(version) => written.insert(key.to_owned(), (version, status.clone())),
+            None => written.remove(key),
+        };
+    }
+
+    /// The status last written for `key`, while the cached credential (at
+    /// `cached_version`) is older than that write; `None` once the cache has caught up.
+    pub(crate) fn newer_than_cache(
+        &self,
+        key: &str,
+        cached_version: Option<&str>,
+    ) -> Option<CredentialStatus> {
+        let written = self.written.lock().expect("status writes lock");
+        let (version, status) = written.get(key)?;
+        let cached: u64 = cached_version?.parse().ok()?;
+        (cached < *version).then(|| status.clone())
     }
 }
 
@@ -257,7 +282,17 @@ pub(crate) async fn publish<C: Credential>(
     credential: &C,
     next: CredentialStatus,
 ) -> Result<Published, Error> {
-    publish_over(to, credential, credential.status(), next).await
+    let written = to.writes.newer_than_cache(
+        &credential.id().to_string(),
+        credential.resource_version().as_deref(),
+    );
+    publish_over(
+        to,
+        credential,
+        written.as_ref().or(credential.status()),
+        next,
+    )
+    .await
 }
 
 /// [`publish`], over a status this reconcile already wrote (`previous`).
@@ -284,9 +319,12 @@ pub(crate) async fn publish_over<C: Credential>(
         "status": next,
     });
     let params = PatchParams::apply(FIELD_MANAGER).force();
-    api.patch_status(&credential.name_any(), &params, &Patch::Apply(&patch))
+    let written = api
+        .patch_status(&credential.name_any(), &params, &Patch::Apply(&patch))
         .await?;
     to.writes.record(&key);
+    to.writes
+        .remember(&key, written.resource_version().as_deref(), &next);
     if let Some(event) = event {
         let reference = credential.object_ref(&());
         if let Err(e) = to.recorder.publish(&event, &reference).await {
@@ -299,6 +337,21 @@ pub(crate) async fn publish_over<C: Credential>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_status_written_stands_until_the_cache_has_caught_up() {
+        let writes = StatusWrites::default();
+        let status = CredentialStatus {
+            registries: Some("r.example".into()),
+            ..Default::default()
+        };
+        writes.remember("k", Some("10"), &status);
+        assert_eq!(writes.newer_than_cache("k", Some("9")), Some(status));
+        assert_eq!(writes.newer_than_cache("k", Some("10")), None);
+        assert_eq!(writes.newer_than_cache("other", Some("9")), None);
+        writes.forget("k");
+        assert_eq!(writes.newer_than_cache("k", Some("9")), None);
+    }
 
     #[test]
     fn status_writes_are_spaced() {
