@@ -115,6 +115,13 @@ impl Audit {
         let mut text = String::new();
         std::fs::File::open(&self.path)
             .and_then(|mut file| {
+                // A log shorter than the mark was rotated: counts would be silently wrong.
+                let len = file.metadata()?.len();
+                assert!(
+                    len >= mark.0,
+                    "audit log {} was rotated after the mark",
+                    self.path.display()
+                );
                 file.seek(SeekFrom::Start(mark.0))?;
                 file.read_to_string(&mut text)
             })
