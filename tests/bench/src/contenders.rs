@@ -203,7 +203,7 @@ impl Contender {
             out.status.success(),
             "the script failed ({}): {}",
             out.status,
-            String::from_utf8_lossy(&out.stderr)
+            redacted(&String::from_utf8_lossy(&out.stderr))
         );
         self.last_script_run = Some(started.elapsed());
     }
@@ -281,13 +281,22 @@ impl Contender {
     }
 }
 
+/// kubectl's errors can quote the object it sent (the Secret's data, base64): long
+/// unbroken words are left out.
+fn redacted(text: &str) -> String {
+    text.split(' ')
+        .map(|word| if word.len() > 40 { "<redacted>" } else { word })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// Applies regcred's ClusterRegistryCredential for `job` (as the admin).
 pub(crate) async fn apply_credential(client: &kube::Client, job: &Job) {
     let api = Api::<ClusterRegistryCredential>::all(client.clone());
     regcred_e2e::apply(&api, &job.cluster_credential()).await;
 }
 
-/// Deletes it (regcred, still running, then removes its Secrets and entries).
+/// Deletes it (regcred is stopped by then: the namespaces' deletion removes the rest).
 pub(crate) async fn delete_credential(client: &kube::Client, job: &Job) {
     let api = Api::<ClusterRegistryCredential>::all(client.clone());
     let _ = api.delete(&job.run, &Default::default()).await;

@@ -141,9 +141,17 @@ pub(crate) async fn run(args: LimitArgs) -> anyhow::Result<()> {
     )
     .default_backoff()
     .reflect(secrets_writer)
-    .touched_objects()
-    .try_for_each(move |s| {
-        l.enqueue(s.namespace().unwrap_or_default());
+    .try_for_each(move |event| {
+        match event {
+            watcher::Event::Apply(s) => l.enqueue(s.namespace().unwrap_or_default()),
+            // Gone: what was written there is no longer on its way.
+            watcher::Event::Delete(s) => {
+                let namespace = s.namespace().unwrap_or_default();
+                l.written.lock().unwrap().secrets.remove(&namespace);
+                l.enqueue(namespace);
+            }
+            _ => {}
+        }
         futures::future::ok(())
     });
     let l = limit.clone();

@@ -86,6 +86,9 @@ struct BenchArgs {
     /// Refreshes watched in the ECR scenario (0: skip it).
     #[arg(long, default_value_t = 2)]
     ecr_refreshes: usize,
+    /// No scenario may take longer than this (seconds): the bench fails instead.
+    #[arg(long, default_value_t = 1800)]
+    timeout_seconds: u64,
     /// Where results.json, results.md and the charts go.
     #[arg(long, default_value = "target/bench")]
     out: PathBuf,
@@ -153,6 +156,7 @@ async fn bench(bed: &'static TestBed, args: BenchArgs) -> anyhow::Result<()> {
         new_namespace_rate: args.new_namespace_rate,
         ecr_lifetime: args.ecr_lifetime,
         ecr_refreshes: args.ecr_refreshes,
+        timeout: Duration::from_secs(args.timeout_seconds),
     };
     let mut sizes = args.sizes.clone();
     sizes.sort();

@@ -18,6 +18,8 @@ pub(crate) struct Requests {
     pub(crate) object_writes: usize,
     /// Writes refused as conflicting (409: a stale resourceVersion, or already there).
     pub(crate) conflicts: usize,
+    /// Other writes that failed, or whose answer is not in the log.
+    pub(crate) failed_writes: usize,
     /// Other writes: status, Events, objects outside the targets (regcred's signing key).
     pub(crate) other_writes: usize,
     /// GETs of one Secret, ServiceAccount or Namespace of the targets (regcred reads its
@@ -62,8 +64,11 @@ impl Requests {
             let object = matches!(e.resource.as_str(), "secrets" | "serviceaccounts")
                 && e.subresource.is_none()
                 && in_targets;
+            let accepted = e.code.is_some_and(|c| (200..300).contains(&c));
             if is_write(&e.verb) && e.code == Some(409) {
                 r.conflicts += 1;
+            } else if is_write(&e.verb) && !accepted {
+                r.failed_writes += 1;
             } else if is_write(&e.verb) {
                 if object {
                     r.object_writes += 1;
@@ -198,6 +203,15 @@ mod tests {
                 "/api/v1/namespaces/elsewhere/secrets",
             ),
             AuditEvent {
+                code: Some(403),
+                ..event(
+                    "me",
+                    "create",
+                    "secrets",
+                    "/api/v1/namespaces/run-1/secrets",
+                )
+            },
+            AuditEvent {
                 code: Some(409),
                 ..event(
                     "me",
@@ -208,13 +222,14 @@ mod tests {
             },
         ];
         let r = Requests::of(&events, "me", "run");
-        assert_eq!(r.total, 9);
+        assert_eq!(r.total, 10);
+        assert_eq!(r.failed_writes, 1);
         assert_eq!(r.object_writes, 2);
         assert_eq!(r.conflicts, 1);
         assert_eq!(r.other_writes, 2);
         assert_eq!(r.per_object_gets, 1);
         assert_eq!(r.unselected_secret_reads, 1);
         assert_eq!(r.leases, 1);
-        assert_eq!(r.by_verb["create secrets"], 2);
+        assert_eq!(r.by_verb["create secrets"], 3);
     }
 }

@@ -28,8 +28,6 @@ use crate::seed::{self, BENCH_NAMESPACE};
 pub(crate) const PULL_SECRET: &str = "bench-pull";
 /// The pull Secret of the ECR scenario.
 pub(crate) const ECR_SECRET: &str = "bench-ecr";
-/// No scenario may take longer than this to complete.
-const TIMEOUT: Duration = Duration::from_secs(1800);
 /// A contender is done when it made no request for this long.
 const QUIET: Duration = Duration::from_secs(3);
 
@@ -47,6 +45,8 @@ pub(crate) struct Bench {
     pub(crate) new_namespace_rate: f64,
     pub(crate) ecr_lifetime: u64,
     pub(crate) ecr_refreshes: usize,
+    /// No scenario may take longer than this to complete.
+    pub(crate) timeout: Duration,
 }
 
 /// Which scenarios a run goes through.
@@ -98,9 +98,11 @@ impl Bench {
         };
         if let Scope::Full { ecr } = scope {
             result.steady = Some(self.steady(&mut contender).await);
-            let (added, new) = self.new_namespaces(&mut contender, &run, size).await;
-            namespaces.extend(added);
-            result.new_namespaces = Some(new);
+            if self.new_namespaces > 0 {
+                let (added, new) = self.new_namespaces(&mut contender, &run, size).await;
+                namespaces.extend(added);
+                result.new_namespaces = Some(new);
+            }
             result.rotation = Some(self.rotation(&mut contender, &namespaces, &source).await);
             if ecr && kind == Kind::Regcred {
                 result.ecr = Some(self.ecr(&mut contender, &job, &namespaces).await);
@@ -132,11 +134,13 @@ impl Bench {
     async fn until_accounts(&self, namespaces: &[String]) {
         let want = namespaces.len() * self.service_accounts;
         self.observer
-            .until(TIMEOUT, |o| {
+            .until(self.timeout, |o| {
                 (o.account_count(namespaces) >= want).then_some(())
             })
             .await
-            .unwrap_or_else(|| panic!("fewer than {want} ServiceAccounts after {TIMEOUT:?}"));
+            .unwrap_or_else(|| {
+                panic!("fewer than {want} ServiceAccounts after {:?}", self.timeout)
+            });
     }
 
     /// Waits for `done`, failing with the contender's log if it dies or time runs out.
@@ -159,9 +163,10 @@ impl Bench {
                 contender.log_tail()
             );
             assert!(
-                started.elapsed() < TIMEOUT,
-                "{} did not reach {what} within {TIMEOUT:?}:\n{}",
+                started.elapsed() < self.timeout,
+                "{} did not reach {what} within {:?}:\n{}",
                 contender.kind.name(),
+                self.timeout,
                 contender.log_tail()
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -187,7 +192,7 @@ impl Bench {
             })
             .await;
         let seconds = last.saturating_duration_since(started).as_secs_f64();
-        until_quiet(&self.audit, &mark, kind.user(), QUIET, TIMEOUT).await;
+        until_quiet(&self.audit, &mark, kind.user(), QUIET, self.timeout).await;
         let requests = Requests::since(&self.audit, &mark, kind.user(), &contender.job.run);
         let necessary_writes = namespaces.len() * (1 + accounts);
         println!(
@@ -220,7 +225,7 @@ impl Bench {
         let started = Instant::now();
         contender.stop().await;
         contender.start().await;
-        let last = until_quiet(&self.audit, &mark, user, QUIET, TIMEOUT).await;
+        let last = until_quiet(&self.audit, &mark, user, QUIET, self.timeout).await;
         let restart = Requests::since(&self.audit, &mark, user, &contender.job.run);
         println!(
             "  steady: {} writes idle; restart: {} requests, {} writes",
@@ -280,7 +285,7 @@ impl Bench {
                 Some((entries, secrets))
             })
             .await;
-        until_quiet(&self.audit, &mark, user, QUIET, TIMEOUT).await;
+        until_quiet(&self.audit, &mark, user, QUIET, self.timeout).await;
         let mut entries = entries;
         let mut secrets = secrets;
         entries.sort_by(f64::total_cmp);
@@ -323,7 +328,7 @@ impl Bench {
                 all_arrived(&o.password_arrivals(namespaces, PULL_SECRET, &wanted))
             })
             .await;
-        until_quiet(&self.audit, &mark, user, QUIET, TIMEOUT).await;
+        until_quiet(&self.audit, &mark, user, QUIET, self.timeout).await;
         let seconds = last.saturating_duration_since(started).as_secs_f64();
         let requests = Requests::since(&self.audit, &mark, user, &contender.job.run);
         println!(
@@ -390,6 +395,14 @@ impl Bench {
         .await;
         let ended = Timestamp::now();
         let calls = token_calls(&control.calls().await) - calls_before;
+        until_quiet(
+            &self.audit,
+            &mark,
+            contender.kind.user(),
+            QUIET,
+            self.timeout,
+        )
+        .await;
         let requests = Requests::since(&self.audit, &mark, contender.kind.user(), &job.run);
         let _ = credentials.delete(&name, &Default::default()).await;
         control.set_token_lifetime(43_200).await;

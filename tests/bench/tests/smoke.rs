@@ -21,6 +21,8 @@ fn the_benchmark_runs_at_a_small_size() {
         .args(["--ballast-secrets", "20", "--ballast-kib", "8"])
         .args(["--ballast-service-accounts", "20"])
         .args(["--ecr-lifetime", "30", "--ecr-refreshes", "1"])
+        // A regression fails here in minutes, not after the default half hour.
+        .args(["--timeout-seconds", "300"])
         .arg("--out")
         .arg(out.path())
         .env("REGCRED_BIN", regcred)
@@ -52,7 +54,11 @@ fn the_benchmark_runs_at_a_small_size() {
         let name = r["contender"].as_str().unwrap();
         let cold = &r["cold"]["requests"];
         let new = &r["new_namespaces"];
-        assert_eq!(new["count"], 4, "{name}");
+        assert_eq!(
+            new["entry_samples_ms"].as_array().map(Vec::len),
+            Some(4),
+            "{name}"
+        );
         assert_eq!(r["rotation"]["namespaces"], 14, "{name}");
         if name == "script" {
             continue;
@@ -61,7 +67,11 @@ fn the_benchmark_runs_at_a_small_size() {
             cold["object_writes"], r["cold"]["necessary_writes"],
             "{name}: cold writes are the necessary ones"
         );
-        assert_eq!(cold["per_object_gets"], 0, "{name}: no per-object GETs");
+        // One GET follows a patch refused as stale (a race with the watch), and only then.
+        assert_eq!(
+            cold["per_object_gets"], cold["conflicts"],
+            "{name}: no per-object GETs"
+        );
         assert_eq!(
             cold["unselected_secret_reads"], 0,
             "{name}: Secrets only by selector"
@@ -70,9 +80,10 @@ fn the_benchmark_runs_at_a_small_size() {
         assert_eq!(steady["idle"]["object_writes"], 0, "{name}: idle");
         assert_eq!(steady["idle"]["other_writes"], 0, "{name}: idle");
         assert_eq!(steady["restart"]["object_writes"], 0, "{name}: restart");
+        assert_eq!(steady["restart"]["other_writes"], 0, "{name}: restart");
         // A new password: one write per namespace.
         assert_eq!(
-            r["rotation"]["requests"]["object_writes"], 25,
+            r["rotation"]["requests"]["object_writes"], r["rotation"]["namespaces"],
             "{name}: rotation"
         );
         assert!(r["peak_rss_mib"].as_f64().unwrap() > 1.0, "{name}: memory");
