@@ -455,6 +455,10 @@ pub(crate) struct Context {
     pub(crate) metrics: Arc<crate::metrics::Metrics>,
     /// False in admission's Pod mode: ServiceAccounts are left alone, Pods get the list.
     pub(crate) patch_service_accounts: bool,
+    /// Each credential's Secret content, for the fast path of a single namespace.
+    pub(crate) prepared: Arc<crate::namespace_writes::Prepared>,
+    /// The Secrets being written right now.
+    pub(crate) writing: crate::namespace_writes::Writing,
 }
 
 impl Context {
@@ -476,6 +480,7 @@ impl Context {
         let id = credential.id();
         if let Some(uid) = credential.meta().uid.as_deref() {
             self.tokens.forget(uid);
+            self.prepared.forget(uid);
         }
         self.status_writes.forget(&id.to_string());
         self.backoff.reset(&RetryKey::Mint(id));

@@ -24,6 +24,7 @@ mod lease;
 mod metrics;
 mod minting;
 mod named_secrets;
+mod namespace_writes;
 mod pull_secrets;
 mod reconcile;
 mod refresh;

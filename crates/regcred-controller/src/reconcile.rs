@@ -118,6 +118,7 @@ async fn sync<C: Credential>(credential: Arc<C>, ctx: Arc<Context>) -> Result<Ac
                 report.expires_at = Some(current.expires_at);
             }
             report.blocked = Some((reason, message));
+            ctx.prepared.forget(&uid);
             if let Some(failure) = &gathered.failure {
                 // Retry after the backoff; status shows when and how often it failed.
                 report.refresh_failures = failure.failures;
@@ -143,13 +144,20 @@ async fn sync<C: Credential>(credential: Arc<C>, ctx: Arc<Context>) -> Result<Ac
             if let (Some(entries), Some(current)) = (&gathered.last_good, &gathered.current) {
                 report.secrets_ready = 0;
                 let config = regcred_providers::dockerconfig::encode(entries);
+                let annotations = token_annotations(current);
+                ctx.prepared.put(
+                    &*credential,
+                    &config,
+                    &annotations,
+                    Some(current.expires_at),
+                );
                 transient = write_all(
                     &ctx,
                     &*credential,
                     &namespaces,
                     &Payload {
                         config: &config,
-                        annotations: &token_annotations(current),
+                        annotations: &annotations,
                         force: false,
                     },
                     &mut report,
@@ -183,6 +191,9 @@ async fn sync<C: Credential>(credential: Arc<C>, ctx: Arc<Context>) -> Result<Ac
                     .min(RESYNC);
             }
             let config = regcred_providers::dockerconfig::encode(&entries);
+            let expires_at = gathered.tokens.as_ref().map(|t| t.expires_at);
+            ctx.prepared
+                .put(&*credential, &config, &annotations, expires_at);
             transient = write_all(
                 &ctx,
                 &*credential,
@@ -514,7 +525,7 @@ async fn write_all<C: Credential>(
 }
 
 /// Writes one namespace's Secret unless another credential wins the name there.
-async fn write_one<C: Credential>(
+pub(crate) async fn write_one<C: Credential>(
     ctx: &Context,
     credential: &C,
     payload: &Payload<'_>,
@@ -530,6 +541,8 @@ async fn write_one<C: Credential>(
         return (namespace, Err(WriteError::Conflict(winner.to_string())));
     }
     let key = ObjectKey::secret(&namespace, secret_name);
+    // Read the cache only once no one else is writing this Secret (see `namespace_writes`).
+    let _claim = ctx.writing.claim(&key).await;
     let labelled = ctx.stores.labelled_secret(&namespace, secret_name);
     let version = labelled
         .as_ref()
@@ -586,15 +599,15 @@ async fn write_one<C: Credential>(
 }
 
 /// What goes into every target namespace's Secret.
-struct Payload<'a> {
-    config: &'a [u8],
-    annotations: &'a BTreeMap<String, String>,
+pub(crate) struct Payload<'a> {
+    pub(crate) config: &'a [u8],
+    pub(crate) annotations: &'a BTreeMap<String, String>,
     /// Write even when the cached Secret matches (a refresh request).
-    force: bool,
+    pub(crate) force: bool,
 }
 
 /// Why one namespace was not written.
-enum WriteError {
+pub(crate) enum WriteError {
     /// An older credential owns the Secret name there.
     Conflict(String),
     Api(Error),

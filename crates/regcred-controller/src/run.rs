@@ -26,6 +26,7 @@ use crate::error::Error;
 use crate::lease::{self, LeaseSettings};
 use crate::metrics::{CredentialSource, Metrics};
 use crate::named_secrets::NamedSecrets;
+use crate::namespace_writes::{self, Prepared, Writing};
 use crate::signing::Signer;
 use crate::triggers::Triggers;
 use crate::watch_backoff::WatchBackoff;
@@ -124,13 +125,17 @@ pub async fn run(client: Client, config: Config) -> Result<(), Error> {
     let (credentials_tx, credentials_rx) = mpsc::unbounded();
     let (cluster_tx, cluster_rx) = mpsc::unbounded();
     let (sa_tx, sa_rx) = mpsc::unbounded();
+    let (namespaces_tx, namespaces_rx) = mpsc::unbounded();
     let cache_lag = Arc::new(CacheLag::default());
+    let prepared = Arc::new(Prepared::default());
     let triggers = Triggers {
         cache_lag: cache_lag.clone(),
         stores: stores.clone(),
         credentials: credentials_tx,
         cluster_credentials: cluster_tx,
         service_accounts: sa_tx,
+        namespaces: namespaces_tx,
+        prepared: prepared.clone(),
         seen_credentials: Default::default(),
         accounts_by_namespace: Default::default(),
         client: client.clone(),
@@ -159,6 +164,8 @@ pub async fn run(client: Client, config: Config) -> Result<(), Error> {
             .admission
             .as_ref()
             .is_none_or(|a| a.mode != crate::AdmissionMode::Pods),
+        prepared,
+        writing: Writing::default(),
     });
     // Becoming the leader: everything is reconciled afresh (a standby replica's reconciles
     // did nothing but wait).
@@ -272,8 +279,12 @@ pub async fn run(client: Client, config: Config) -> Result<(), Error> {
         .with_config(controller::Config::default().concurrency(sa_concurrency))
         .trigger_backoff(WatchBackoff::default())
         .shutdown_on_signal()
-        .run(service_accounts::reconcile, error_policy, ctx)
+        .run(service_accounts::reconcile, error_policy, ctx.clone())
         .for_each(log_result(&metrics, "serviceaccounts"));
+    let fast_path = namespaces_rx
+        .map(|namespace| namespace_writes::write_namespace(ctx.clone(), namespace))
+        .buffer_unordered(config.namespace_concurrency.max(1))
+        .for_each(|()| future::ready(()));
 
     let caches = future::join3(
         drain(namespace_events, &metrics, "namespaces"),
@@ -297,6 +308,7 @@ pub async fn run(client: Client, config: Config) -> Result<(), Error> {
     tokio::select! {
         _ = future::join3(namespaced, cluster, accounts) => {}
         _ = caches => warn!("a cache watch ended unexpectedly"),
+        () = fast_path => warn!("the namespace fast path ended unexpectedly"),
         lost = &mut election => return lost,
     }
     // Shutting down: give the lease up so another replica takes over at once.

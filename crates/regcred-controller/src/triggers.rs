@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex};
 
 use crate::context::{CacheLag, ObjectKey, Stores, owner_of};
 use crate::credential::{Credential, CredentialId, Kind};
+use crate::namespace_writes::Prepared;
 
 /// Where reconcile requests go.
 #[derive(Clone)]
@@ -25,6 +26,10 @@ pub(crate) struct Triggers {
     pub(crate) credentials: UnboundedSender<ObjectRef<RegistryCredential>>,
     pub(crate) cluster_credentials: UnboundedSender<ObjectRef<ClusterRegistryCredential>>,
     pub(crate) service_accounts: UnboundedSender<ObjectRef<ServiceAccount>>,
+    /// Namespaces for the fast path ([`crate::namespace_writes`]).
+    pub(crate) namespaces: UnboundedSender<String>,
+    /// Dropped when a source changes, so the fast path never writes the old content.
+    pub(crate) prepared: Arc<Prepared>,
     /// The generation and deletion state last seen of each credential: a status write
     /// changes neither, and must not recheck every ServiceAccount in the cluster.
     pub(crate) seen_credentials: Arc<Mutex<HashMap<ObjectKey, SeenCredential>>>,
@@ -214,6 +219,9 @@ impl Triggers {
         match touched(event) {
             Some(Some(ns)) => {
                 let name = ns.name_any();
+                if matches!(event, Event::Apply(_)) {
+                    let _ = self.namespaces.unbounded_send(name.clone());
+                }
                 self.credentials_in(&name);
                 self.all_cluster_credentials();
                 self.service_accounts_in(Some(&name));
@@ -252,6 +260,9 @@ impl Triggers {
                     .filter(|_| !deleted);
                 self.cache_lag
                     .seen(&ObjectKey::secret(&ns, &secret.name_any()), version);
+                if deleted {
+                    let _ = self.namespaces.unbounded_send(ns.clone());
+                }
                 if let Some(owner) = owner_of(secret).as_deref().and_then(CredentialId::parse) {
                     self.credential(&owner);
                 }
@@ -272,11 +283,15 @@ impl Triggers {
         let (ns, name) = (secret.namespace().unwrap_or_default(), secret.name_any());
         for c in self.stores.credentials.state() {
             if reads_source(&*c, &ns, &name) {
+                self.prepared
+                    .forget(c.metadata.uid.as_deref().unwrap_or_default());
                 let _ = self.credentials.unbounded_send(ObjectRef::from_obj(&*c));
             }
         }
         for c in self.stores.cluster_credentials.state() {
             if reads_source(&*c, &ns, &name) {
+                self.prepared
+                    .forget(c.metadata.uid.as_deref().unwrap_or_default());
                 let _ = self
                     .cluster_credentials
                     .unbounded_send(ObjectRef::from_obj(&*c));
