@@ -204,7 +204,7 @@ pub async fn run(client: Client, config: Config) -> Result<(), Error> {
     let t = triggers.clone();
     let sa_events = watcher(Api::<ServiceAccount>::all(client.clone()), all.clone())
         .backoff(WatchBackoff::default())
-        .modify(|sa| sa.managed_fields_mut().clear())
+        .modify(service_accounts::trim_for_cache)
         .reflect(service_accounts_writer)
         .inspect_ok(listed(&gate, "service-accounts"))
         .inspect_ok(move |e| t.on_service_account(e));
@@ -214,7 +214,11 @@ pub async fn run(client: Client, config: Config) -> Result<(), Error> {
         all.clone(),
     )
     .backoff(WatchBackoff::default())
-    .modify(|ns| ns.managed_fields_mut().clear())
+    // Only names, labels and deletion are read.
+    .modify(|ns| {
+        ns.metadata.managed_fields = None;
+        ns.metadata.annotations = None;
+    })
     .reflect(namespaces_writer)
     .inspect_ok(listed(&gate, "namespaces"))
     .inspect_ok(move |e| t.on_namespace(e));

@@ -245,6 +245,20 @@ fn orphaned(stores: &Stores, namespace: &str, secret: &str, owner: &str) -> bool
         })
 }
 
+/// Keeps of a cached ServiceAccount only what regcred reads: its identity, labels (for
+/// selectors), its list and regcred's record. Every ServiceAccount in the cluster is
+/// cached, so what others store on them (last-applied configurations, token lists)
+/// would otherwise cost memory in proportion to the cluster.
+pub(crate) fn trim_for_cache(sa: &mut ServiceAccount) {
+    sa.metadata.managed_fields = None;
+    sa.metadata.owner_references = None;
+    if let Some(annotations) = sa.metadata.annotations.as_mut() {
+        annotations.retain(|key, _| key == SA_ENTRIES_ANNOTATION);
+    }
+    sa.secrets = None;
+    sa.automount_service_account_token = None;
+}
+
 /// What regcred recorded on the ServiceAccount; an unreadable record counts as empty.
 pub(crate) fn recorded(sa: &ServiceAccount) -> BTreeMap<String, String> {
     let Some(raw) = sa.annotations().get(SA_ENTRIES_ANNOTATION) else {
@@ -284,4 +298,54 @@ fn patch(sa: &ServiceAccount, plan: &Plan) -> serde_json::Value {
 pub(crate) fn record_text(plan: &Plan) -> Option<String> {
     (!plan.recorded.is_empty())
         .then(|| serde_json::to_string(&plan.recorded).expect("a map of strings serializes"))
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::api::core::v1::ObjectReference;
+    use kube::core::ObjectMeta;
+
+    use super::*;
+
+    #[test]
+    fn the_cache_keeps_what_plans_read_and_drops_the_rest() {
+        let annotations = BTreeMap::from([
+            (
+                SA_ENTRIES_ANNOTATION.to_owned(),
+                r#"{"pull":"x"}"#.to_owned(),
+            ),
+            (
+                "kubectl.kubernetes.io/last-applied-configuration".to_owned(),
+                "{...}".repeat(1000),
+            ),
+        ]);
+        let mut sa = ServiceAccount {
+            metadata: ObjectMeta {
+                name: Some("builder".into()),
+                namespace: Some("app".into()),
+                labels: Some(BTreeMap::from([("team".into(), "a".into())])),
+                annotations: Some(annotations),
+                ..Default::default()
+            },
+            image_pull_secrets: Some(vec![k8s_openapi::api::core::v1::LocalObjectReference {
+                name: "pull".into(),
+            }]),
+            secrets: Some(vec![ObjectReference::default()]),
+            ..Default::default()
+        };
+        let before = plan_inputs(&sa);
+        trim_for_cache(&mut sa);
+        assert_eq!(plan_inputs(&sa), before);
+        assert_eq!(sa.annotations().len(), 1);
+        assert!(sa.secrets.is_none());
+    }
+
+    fn plan_inputs(sa: &ServiceAccount) -> impl PartialEq + std::fmt::Debug + use<> {
+        (
+            sa.metadata.name.clone(),
+            sa.metadata.labels.clone(),
+            sa.image_pull_secrets.clone(),
+            recorded(sa),
+        )
+    }
 }
