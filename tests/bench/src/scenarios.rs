@@ -110,6 +110,9 @@ impl Bench {
         }
         contender.stop().await;
         result.peak_rss_mib = contender.peak_rss_kib.map(|kib| kib as f64 / 1024.0);
+        if let Some(mib) = result.peak_rss_mib {
+            println!("  peak RSS {mib:.1} MiB");
+        }
 
         if kind == Kind::Regcred {
             delete_credential(&self.client, &job).await;

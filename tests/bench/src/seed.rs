@@ -120,6 +120,8 @@ pub(crate) async fn delete_namespaces(client: &Client, run: &str) -> Duration {
         .into_iter()
         .filter_map(|ns| ns.metadata.name)
         .collect();
+    // The namespace controller deletes each namespace's contents first: allow for that.
+    let patience = Duration::from_secs(900) + Duration::from_millis(500) * names.len() as u32;
     futures::stream::iter(names)
         .map(|name| {
             let api = api.clone();
@@ -136,9 +138,10 @@ pub(crate) async fn delete_namespaces(client: &Client, run: &str) -> Duration {
             return started.elapsed();
         }
         assert!(
-            started.elapsed() < Duration::from_secs(900),
-            "{} namespaces of {run} still there after 15 minutes",
-            left.items.len()
+            started.elapsed() < patience,
+            "{} namespaces of {run} still there after {} s",
+            left.items.len(),
+            patience.as_secs()
         );
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
