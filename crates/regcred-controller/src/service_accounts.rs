@@ -245,15 +245,19 @@ fn orphaned(stores: &Stores, namespace: &str, secret: &str, owner: &str) -> bool
         })
 }
 
+/// The annotations of a ServiceAccount that regcred reads: its own record, and the IAM
+/// role a web-identity ECR credential assumes.
+const READ_ANNOTATIONS: [&str; 2] = [SA_ENTRIES_ANNOTATION, crate::minting::ROLE_ANNOTATION];
+
 /// Keeps of a cached ServiceAccount only what regcred reads: its identity, labels (for
-/// selectors), its list and regcred's record. Every ServiceAccount in the cluster is
+/// selectors), its list and [`READ_ANNOTATIONS`]. Every ServiceAccount in the cluster is
 /// cached, so what others store on them (last-applied configurations, token lists)
 /// would otherwise cost memory in proportion to the cluster.
 pub(crate) fn trim_for_cache(sa: &mut ServiceAccount) {
     sa.metadata.managed_fields = None;
     sa.metadata.owner_references = None;
     if let Some(annotations) = sa.metadata.annotations.as_mut() {
-        annotations.retain(|key, _| key == SA_ENTRIES_ANNOTATION);
+        annotations.retain(|key, _| READ_ANNOTATIONS.contains(&key.as_str()));
     }
     sa.secrets = None;
     sa.automount_service_account_token = None;
@@ -315,6 +319,10 @@ mod tests {
                 r#"{"pull":"x"}"#.to_owned(),
             ),
             (
+                crate::minting::ROLE_ANNOTATION.to_owned(),
+                "arn:aws:iam::123456789012:role/puller".to_owned(),
+            ),
+            (
                 "kubectl.kubernetes.io/last-applied-configuration".to_owned(),
                 "{...}".repeat(1000),
             ),
@@ -336,7 +344,11 @@ mod tests {
         let before = plan_inputs(&sa);
         trim_for_cache(&mut sa);
         assert_eq!(plan_inputs(&sa), before);
-        assert_eq!(sa.annotations().len(), 1);
+        assert_eq!(
+            sa.annotations().keys().collect::<Vec<_>>(),
+            [crate::minting::ROLE_ANNOTATION, SA_ENTRIES_ANNOTATION],
+            "both read annotations kept, nothing else"
+        );
         assert!(sa.secrets.is_none());
     }
 
