@@ -456,7 +456,7 @@ pub(crate) struct Context {
     /// False in admission's Pod mode: ServiceAccounts are left alone, Pods get the list.
     pub(crate) patch_service_accounts: bool,
     /// Each credential's Secret content, for the fast path of a single namespace.
-    pub(crate) prepared: Arc<crate::namespace_writes::Prepared>,
+    pub(crate) prepared: crate::namespace_writes::Prepared,
     /// The Secrets being written right now.
     pub(crate) writing: crate::namespace_writes::Writing,
 }

@@ -18,7 +18,7 @@ use regcred_providers::{
 use secrecy::SecretString;
 use sha2::{Digest, Sha256};
 
-use crate::context::{Context, owner_of};
+use crate::context::{Context, Stores, owner_of};
 use crate::credential::{Credential, Kind};
 use crate::error::Error;
 use crate::source_error::SourceError;
@@ -42,7 +42,7 @@ pub(crate) const MINT_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// A digest of everything a mint depends on: the ECR specs, the versions of the key
 /// Secrets and the roles of the ServiceAccounts.
-pub(crate) fn inputs<C: Credential>(ctx: &Context, credential: &C) -> String {
+pub(crate) fn inputs<C: Credential>(stores: &Stores, credential: &C) -> String {
     // SHA-256, not std's hasher: the digest is stored on Secrets and must mean the same
     // to the next controller build.
     let mut hasher = Sha256::new();
@@ -56,8 +56,7 @@ pub(crate) fn inputs<C: Credential>(ctx: &Context, credential: &C) -> String {
         if let Some(keys) = &auth.secret_ref
             && let Some(ns) = namespace_of(credential, keys.namespace.as_deref())
         {
-            let secret = ctx
-                .stores
+            let secret = stores
                 .source_secrets
                 .get(&ObjectRef::new(&keys.name).within(ns));
             feed(
@@ -69,7 +68,7 @@ pub(crate) fn inputs<C: Credential>(ctx: &Context, credential: &C) -> String {
         if let Some(sa) = &auth.service_account_ref
             && let Some(ns) = namespace_of(credential, sa.namespace.as_deref())
         {
-            feed(&role_annotation(ctx, ns, &sa.name).unwrap_or_default());
+            feed(&role_annotation(stores, ns, &sa.name).unwrap_or_default());
         }
     }
     let digest = hasher.finalize();
@@ -87,9 +86,8 @@ pub(crate) fn namespace_of<'a, C: Credential>(
     }
 }
 
-fn role_annotation(ctx: &Context, namespace: &str, name: &str) -> Option<String> {
-    let sa = ctx
-        .stores
+fn role_annotation(stores: &Stores, namespace: &str, name: &str) -> Option<String> {
+    let sa = stores
         .service_accounts
         .get(&ObjectRef::new(name).within(namespace))?;
     sa.annotations().get(ROLE_ANNOTATION).cloned()
@@ -327,7 +325,7 @@ async fn identity<C: Credential>(
         let Some(role_arn) = auth
             .role_arn
             .clone()
-            .or_else(|| role_annotation(ctx, ns, &sa.name))
+            .or_else(|| role_annotation(&ctx.stores, ns, &sa.name))
         else {
             return Ok(Err(SourceError::NoRole {
                 namespace: ns.to_owned(),

@@ -9,9 +9,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use jiff::Timestamp;
+use kube::runtime::reflector::ObjectRef;
 use tracing::debug;
 
-use crate::context::{Context, ObjectKey};
+use crate::context::{Context, ObjectKey, Stores};
 use crate::credential::Credential;
 use crate::reconcile::{self, Payload};
 use crate::secrets::Outcome;
@@ -26,6 +27,9 @@ pub(crate) struct Prepared {
 pub(crate) struct Content {
     /// The spec it was computed from: a changed spec waits for the reconcile.
     generation: Option<i64>,
+    /// [`inputs`] as the reconcile began: a source or role that changed since (seen as an
+    /// event, in a re-list, or while that reconcile ran) waits for the next reconcile.
+    inputs: String,
     pub(crate) config: Vec<u8>,
     pub(crate) annotations: BTreeMap<String, String>,
     /// When the minted tokens in it expire: never written after that.
@@ -36,6 +40,7 @@ impl Prepared {
     pub(crate) fn put<C: Credential>(
         &self,
         credential: &C,
+        inputs: String,
         config: &[u8],
         annotations: &BTreeMap<String, String>,
         expires_at: Option<Timestamp>,
@@ -45,6 +50,7 @@ impl Prepared {
         };
         let content = Content {
             generation: credential.meta().generation,
+            inputs,
             config: config.to_vec(),
             annotations: annotations.clone(),
             expires_at,
@@ -52,17 +58,24 @@ impl Prepared {
         self.lock().insert(uid, Arc::new(content));
     }
 
-    /// Drops a credential's content: its sources changed, it failed, or it went.
+    /// Drops a credential's content: it failed, or it went.
     pub(crate) fn forget(&self, uid: &str) {
         self.lock().remove(uid);
     }
 
-    /// The content for `credential` as it is now, if still good at `now`.
-    fn get<C: Credential>(&self, credential: &C, now: Timestamp) -> Option<Arc<Content>> {
+    /// The content for `credential` as it is now (its spec and `inputs`), if still good
+    /// at `now`.
+    fn get<C: Credential>(
+        &self,
+        credential: &C,
+        inputs: &str,
+        now: Timestamp,
+    ) -> Option<Arc<Content>> {
         let uid = credential.meta().uid.as_deref()?;
         self.lock()
             .get(uid)
             .filter(|c| c.generation == credential.meta().generation)
+            .filter(|c| c.inputs == inputs)
             .filter(|c| c.expires_at.is_none_or(|at| at > now))
             .cloned()
     }
@@ -70,6 +83,29 @@ impl Prepared {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Content>>> {
         self.by_uid.lock().unwrap_or_else(|e| e.into_inner())
     }
+}
+
+/// What a credential's content depends on besides its spec, from the caches: the version
+/// of each static source and, for ECR, everything a mint reads (key Secrets, roles).
+pub(crate) fn inputs<C: Credential>(stores: &Stores, credential: &C) -> String {
+    let mut inputs = String::new();
+    for registry in &credential.spec().registries {
+        let Some(source) = &registry.static_source else {
+            continue;
+        };
+        let secret_ref = &source.secret_ref;
+        let namespace = credential.source_namespace(secret_ref).unwrap_or_default();
+        let version = stores
+            .source_secrets
+            .get(&ObjectRef::new(&secret_ref.name).within(namespace))
+            .and_then(|s| s.metadata.resource_version.clone())
+            .unwrap_or_default();
+        inputs.push_str(&format!("{namespace}/{}@{version};", secret_ref.name));
+    }
+    if credential.has_minted() {
+        inputs.push_str(&crate::minting::inputs(stores, credential));
+    }
+    inputs
 }
 
 /// Secrets being written right now. The fast path and a credential's reconcile never
@@ -133,7 +169,12 @@ async fn write_for<C: Credential>(ctx: &Context, credential: &C, namespace: &str
     if !ctx.stores.covers(credential, namespace) {
         return;
     }
-    let Some(content) = ctx.prepared.get(credential, Timestamp::now()) else {
+    let key = ObjectKey::secret(namespace, &credential.secret_name());
+    // The content is read once the Secret is ours: a reconcile writing newer content
+    // meanwhile has put it by then, and is not overwritten with the older one.
+    let _claim = ctx.writing.claim(&key).await;
+    let inputs = inputs(&ctx.stores, credential);
+    let Some(content) = ctx.prepared.get(credential, &inputs, Timestamp::now()) else {
         return;
     };
     let payload = Payload {
@@ -141,7 +182,7 @@ async fn write_for<C: Credential>(ctx: &Context, credential: &C, namespace: &str
         annotations: &content.annotations,
         force: false,
     };
-    let (_, written) = reconcile::write_one(ctx, credential, &payload, namespace.to_owned()).await;
+    let written = reconcile::write_claimed(ctx, credential, &payload, namespace).await;
     if let Ok(Outcome::Created | Outcome::Updated) = written {
         debug!(
             namespace,
@@ -186,12 +227,29 @@ mod tests {
         let expires = now
             .checked_add(jiff::SignedDuration::from_secs(60))
             .unwrap();
-        prepared.put(&credential(1), b"{}", &BTreeMap::new(), Some(expires));
-        assert!(prepared.get(&credential(1), now).is_some());
-        assert!(prepared.get(&credential(2), now).is_none(), "spec changed");
-        assert!(prepared.get(&credential(1), expires).is_none(), "expired");
+        let inputs = "app/source@7;";
+        prepared.put(
+            &credential(1),
+            inputs.into(),
+            b"{}",
+            &BTreeMap::new(),
+            Some(expires),
+        );
+        assert!(prepared.get(&credential(1), inputs, now).is_some());
+        assert!(
+            prepared.get(&credential(2), inputs, now).is_none(),
+            "spec changed"
+        );
+        assert!(
+            prepared.get(&credential(1), "app/source@8;", now).is_none(),
+            "source changed"
+        );
+        assert!(
+            prepared.get(&credential(1), inputs, expires).is_none(),
+            "expired"
+        );
         prepared.forget("uid-1");
-        assert!(prepared.get(&credential(1), now).is_none());
+        assert!(prepared.get(&credential(1), inputs, now).is_none());
     }
 
     #[tokio::test]

@@ -21,6 +21,7 @@ use crate::error::Error;
 use crate::metrics::ControllerName;
 use crate::minting;
 use crate::named_secrets::Seen;
+use crate::namespace_writes;
 use crate::refresh::{self, Decision};
 use crate::secrets::{self, Outcome};
 use crate::source_error::SourceError;
@@ -87,6 +88,8 @@ async fn sync<C: Credential>(credential: Arc<C>, ctx: Arc<Context>) -> Result<Ac
         ..Default::default()
     };
     let now = Timestamp::now();
+    // Before the sources are read: content from older sources never passes for newer.
+    let inputs = namespace_writes::inputs(&ctx.stores, &*credential);
     let gathered = gather(&ctx, &*credential, force, now).await?;
     if force && let Some(request) = &report.refresh_request {
         ctx.tokens.mark_refresh_handled(&uid, request);
@@ -147,6 +150,7 @@ async fn sync<C: Credential>(credential: Arc<C>, ctx: Arc<Context>) -> Result<Ac
                 let annotations = token_annotations(current);
                 ctx.prepared.put(
                     &*credential,
+                    inputs,
                     &config,
                     &annotations,
                     Some(current.expires_at),
@@ -193,7 +197,7 @@ async fn sync<C: Credential>(credential: Arc<C>, ctx: Arc<Context>) -> Result<Ac
             let config = regcred_providers::dockerconfig::encode(&entries);
             let expires_at = gathered.tokens.as_ref().map(|t| t.expires_at);
             ctx.prepared
-                .put(&*credential, &config, &annotations, expires_at);
+                .put(&*credential, inputs, &config, &annotations, expires_at);
             transient = write_all(
                 &ctx,
                 &*credential,
@@ -350,7 +354,7 @@ async fn gather<C: Credential>(
     };
     if credential.has_minted() {
         let uid = credential.meta().uid.clone().unwrap_or_default();
-        let inputs = minting::inputs(ctx, credential);
+        let inputs = minting::inputs(&ctx.stores, credential);
         let current = ctx
             .tokens
             .get(&uid, &inputs)
@@ -525,38 +529,50 @@ async fn write_all<C: Credential>(
 }
 
 /// Writes one namespace's Secret unless another credential wins the name there.
-pub(crate) async fn write_one<C: Credential>(
+async fn write_one<C: Credential>(
     ctx: &Context,
     credential: &C,
     payload: &Payload<'_>,
     namespace: String,
 ) -> (String, Result<Outcome, WriteError>) {
+    let key = ObjectKey::secret(&namespace, &credential.secret_name());
+    // Read the cache only once no one else is writing this Secret (see `namespace_writes`).
+    let _claim = ctx.writing.claim(&key).await;
+    let written = write_claimed(ctx, credential, payload, &namespace).await;
+    (namespace, written)
+}
+
+/// [`write_one`] for a caller that holds the Secret's claim in [`Context::writing`].
+pub(crate) async fn write_claimed<C: Credential>(
+    ctx: &Context,
+    credential: &C,
+    payload: &Payload<'_>,
+    namespace: &str,
+) -> Result<Outcome, WriteError> {
     let (id, secret_name) = (credential.id(), credential.secret_name());
     let (id, secret_name, force) = (&id, secret_name.as_str(), payload.force);
     if let Some(winner) = ctx
         .stores
-        .winner(&namespace, secret_name)
+        .winner(namespace, secret_name)
         .filter(|w| w != id)
     {
-        return (namespace, Err(WriteError::Conflict(winner.to_string())));
+        return Err(WriteError::Conflict(winner.to_string()));
     }
-    let key = ObjectKey::secret(&namespace, secret_name);
-    // Read the cache only once no one else is writing this Secret (see `namespace_writes`).
-    let _claim = ctx.writing.claim(&key).await;
-    let labelled = ctx.stores.labelled_secret(&namespace, secret_name);
+    let key = ObjectKey::secret(namespace, secret_name);
+    let labelled = ctx.stores.labelled_secret(namespace, secret_name);
     let version = labelled
         .as_ref()
         .and_then(|s| s.metadata.resource_version.clone());
     let version = version.as_deref();
     if ctx.cache_lag.is_stale(&key, version) {
         // regcred just wrote it; the watch brings the new version and another reconcile.
-        return (namespace, Ok(Outcome::Unchanged));
+        return Ok(Outcome::Unchanged);
     }
     let existing = labelled.filter(|s| ctx.stores.signer.is_managed(s));
     if existing.is_none() && version.is_some() {
         // Labelled as regcred's but not written by regcred: someone else's, whatever it
         // says. Known from the cache, so no request is needed to find out.
-        return (namespace, Ok(Outcome::Unmanaged));
+        return Ok(Outcome::Unmanaged);
     }
     if existing.is_none() {
         // Someone else's Secret of that name, unlabelled: known from the watch of that
@@ -565,23 +581,23 @@ pub(crate) async fn write_one<C: Credential>(
         match ctx
             .stores
             .named
-            .seen_soon(&namespace, secret_name, patience)
+            .seen_soon(namespace, secret_name, patience)
             .await
         {
-            Some(Seen::Foreign) => return (namespace, Ok(Outcome::Unmanaged)),
+            Some(Seen::Foreign) => return Ok(Outcome::Unmanaged),
             // regcred's own, deleted or created a moment ago: the labelled watch's event
             // brings another reconcile. Never a false Conflict meanwhile.
-            Some(Seen::InFlight) => return (namespace, Ok(Outcome::Unchanged)),
+            Some(Seen::InFlight) => return Ok(Outcome::Unchanged),
             Some(Seen::Absent) => {}
             None if !force && ctx.unmanaged.get(&key).is_some() => {
-                return (namespace, Ok(Outcome::Unmanaged));
+                return Ok(Outcome::Unmanaged);
             }
             None => {}
         }
     }
     let desired = secrets::desired(
         credential,
-        &namespace,
+        namespace,
         payload.config,
         payload.annotations,
         &ctx.stores.signer,
@@ -595,7 +611,7 @@ pub(crate) async fn write_one<C: Credential>(
         Ok(Outcome::Unmanaged) => ctx.unmanaged.record(key, ()),
         Ok(Outcome::Unchanged) | Err(_) => {}
     }
-    (namespace, written.map_err(WriteError::Api))
+    written.map_err(WriteError::Api)
 }
 
 /// What goes into every target namespace's Secret.

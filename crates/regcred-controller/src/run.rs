@@ -127,7 +127,6 @@ pub async fn run(client: Client, config: Config) -> Result<(), Error> {
     let (sa_tx, sa_rx) = mpsc::unbounded();
     let (namespaces_tx, namespaces_rx) = mpsc::unbounded();
     let cache_lag = Arc::new(CacheLag::default());
-    let prepared = Arc::new(Prepared::default());
     let triggers = Triggers {
         cache_lag: cache_lag.clone(),
         stores: stores.clone(),
@@ -135,7 +134,6 @@ pub async fn run(client: Client, config: Config) -> Result<(), Error> {
         cluster_credentials: cluster_tx,
         service_accounts: sa_tx,
         namespaces: namespaces_tx,
-        prepared: prepared.clone(),
         seen_credentials: Default::default(),
         accounts_by_namespace: Default::default(),
         client: client.clone(),
@@ -164,7 +162,7 @@ pub async fn run(client: Client, config: Config) -> Result<(), Error> {
             .admission
             .as_ref()
             .is_none_or(|a| a.mode != crate::AdmissionMode::Pods),
-        prepared,
+        prepared: Prepared::default(),
         writing: Writing::default(),
     });
     // Becoming the leader: everything is reconciled afresh (a standby replica's reconciles

@@ -15,7 +15,6 @@ use std::sync::{Arc, Mutex};
 
 use crate::context::{CacheLag, ObjectKey, Stores, owner_of};
 use crate::credential::{Credential, CredentialId, Kind};
-use crate::namespace_writes::Prepared;
 
 /// Where reconcile requests go.
 #[derive(Clone)]
@@ -28,8 +27,6 @@ pub(crate) struct Triggers {
     pub(crate) service_accounts: UnboundedSender<ObjectRef<ServiceAccount>>,
     /// Namespaces for the fast path ([`crate::namespace_writes`]).
     pub(crate) namespaces: UnboundedSender<String>,
-    /// Dropped when a source changes, so the fast path never writes the old content.
-    pub(crate) prepared: Arc<Prepared>,
     /// The generation and deletion state last seen of each credential: a status write
     /// changes neither, and must not recheck every ServiceAccount in the cluster.
     pub(crate) seen_credentials: Arc<Mutex<HashMap<ObjectKey, SeenCredential>>>,
@@ -283,15 +280,11 @@ impl Triggers {
         let (ns, name) = (secret.namespace().unwrap_or_default(), secret.name_any());
         for c in self.stores.credentials.state() {
             if reads_source(&*c, &ns, &name) {
-                self.prepared
-                    .forget(c.metadata.uid.as_deref().unwrap_or_default());
                 let _ = self.credentials.unbounded_send(ObjectRef::from_obj(&*c));
             }
         }
         for c in self.stores.cluster_credentials.state() {
             if reads_source(&*c, &ns, &name) {
-                self.prepared
-                    .forget(c.metadata.uid.as_deref().unwrap_or_default());
                 let _ = self
                     .cluster_credentials
                     .unbounded_send(ObjectRef::from_obj(&*c));
