@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::{Namespace, Secret, ServiceAccount};
+use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::Client;
 use kube::core::PartialObjectMeta;
 use kube::runtime::events::Recorder;
@@ -14,6 +14,7 @@ use regcred_api::names::OWNER_ANNOTATION;
 use regcred_api::{ClusterRegistryCredential, RegistryCredential};
 use tokio::sync::watch;
 
+use crate::cached_account::CachedServiceAccount;
 use crate::credential::{Credential, CredentialId, Kind, NamespaceView};
 use crate::named_secrets::NamedSecrets;
 use crate::signing::Signer;
@@ -25,7 +26,7 @@ pub(crate) struct Stores {
     pub(crate) credentials: Store<RegistryCredential>,
     pub(crate) cluster_credentials: Store<ClusterRegistryCredential>,
     pub(crate) namespaces: Store<PartialObjectMeta<Namespace>>,
-    pub(crate) service_accounts: Store<ServiceAccount>,
+    pub(crate) service_accounts: Store<CachedServiceAccount>,
     /// Secrets labelled managed: regcred's own and look-alikes; [`Stores::managed_secret`]
     /// tells them apart.
     pub(crate) managed_secrets: Store<Secret>,
@@ -209,8 +210,8 @@ impl Stores {
     /// ServiceAccounts grouped by namespace.
     pub(crate) fn service_accounts_by_namespace(
         &self,
-    ) -> HashMap<String, Vec<Arc<ServiceAccount>>> {
-        let mut by_ns: HashMap<String, Vec<Arc<ServiceAccount>>> = HashMap::new();
+    ) -> HashMap<String, Vec<Arc<CachedServiceAccount>>> {
+        let mut by_ns: HashMap<String, Vec<Arc<CachedServiceAccount>>> = HashMap::new();
         for sa in self.service_accounts.state() {
             if let Some(ns) = sa.metadata.namespace.clone() {
                 by_ns.entry(ns).or_default().push(sa);

@@ -17,6 +17,7 @@
 mod admission;
 #[cfg(test)]
 mod api_mock;
+mod cached_account;
 mod context;
 mod credential;
 mod error;

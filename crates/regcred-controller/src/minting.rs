@@ -90,7 +90,7 @@ fn role_annotation(stores: &Stores, namespace: &str, name: &str) -> Option<Strin
     let sa = stores
         .service_accounts
         .get(&ObjectRef::new(name).within(namespace))?;
-    sa.annotations().get(ROLE_ANNOTATION).cloned()
+    sa.role.clone()
 }
 
 /// The tokens already written for this credential, read back from one of its Secrets

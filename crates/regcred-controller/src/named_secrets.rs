@@ -139,6 +139,7 @@ fn start(client: Client, name: &str, changed: impl Fn(&str) + Send + Sync + 'sta
             meta.managed_fields = None;
             meta.annotations = None;
             meta.owner_references = None;
+            (meta.uid, meta.resource_version, s.types) = (None, None, None);
             if let Some(labels) = meta.labels.as_mut() {
                 labels.retain(|k, _| k == MANAGED_LABEL);
             }

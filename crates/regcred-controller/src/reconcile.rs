@@ -659,12 +659,7 @@ fn count_service_accounts<C: Credential>(
             sa.metadata.labels.as_ref(),
         ) {
             targeted += 1;
-            if sa
-                .image_pull_secrets
-                .iter()
-                .flatten()
-                .any(|r| r.name == secret_name)
-            {
+            if sa.image_pull_secrets.iter().any(|r| r.name == secret_name) {
                 patched += 1;
             }
         }

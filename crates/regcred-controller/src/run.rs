@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use futures::channel::mpsc;
 use futures::{Stream, StreamExt, TryStreamExt, future};
-use k8s_openapi::api::core::v1::{Namespace, Secret, ServiceAccount};
+use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::events::{Recorder, Reporter};
@@ -18,6 +18,7 @@ use regcred_api::{ClusterRegistryCredential, RegistryCredential};
 use tokio::sync::watch;
 use tracing::{debug, warn};
 
+use crate::cached_account::CachedServiceAccount;
 use crate::context::{
     Backoff as RetryBackoff, CacheLag, Context, ObjectKey, ReadyGate, Remembered, RetryKey, Stores,
 };
@@ -127,7 +128,12 @@ pub async fn run(client: Client, config: Config) -> Result<(), Error> {
     let (sa_tx, sa_rx) = mpsc::unbounded();
     let (namespaces_tx, namespaces_rx) = mpsc::unbounded();
     let cache_lag = Arc::new(CacheLag::default());
+    let patch_service_accounts = config
+        .admission
+        .as_ref()
+        .is_none_or(|a| a.mode != crate::AdmissionMode::Pods);
     let triggers = Triggers {
+        patch_service_accounts,
         cache_lag: cache_lag.clone(),
         stores: stores.clone(),
         credentials: credentials_tx,
@@ -158,10 +164,7 @@ pub async fn run(client: Client, config: Config) -> Result<(), Error> {
         allowed_ecr_endpoints: config.allowed_ecr_endpoints.clone(),
         leading: leading.clone(),
         metrics: metrics.clone(),
-        patch_service_accounts: config
-            .admission
-            .as_ref()
-            .is_none_or(|a| a.mode != crate::AdmissionMode::Pods),
+        patch_service_accounts,
         prepared: Prepared::default(),
         writing: Writing::default(),
     });
@@ -200,12 +203,14 @@ pub async fn run(client: Client, config: Config) -> Result<(), Error> {
     .inspect_ok(forget_deleted(&metrics, &ctx))
     .inspect_ok(move |e| t.on_credential(e));
     let t = triggers.clone();
-    let sa_events = watcher(Api::<ServiceAccount>::all(client.clone()), all.clone())
-        .backoff(WatchBackoff::default())
-        .modify(service_accounts::trim_for_cache)
-        .reflect(service_accounts_writer)
-        .inspect_ok(listed(&gate, "service-accounts"))
-        .inspect_ok(move |e| t.on_service_account(e));
+    let sa_events = watcher(
+        Api::<CachedServiceAccount>::all(client.clone()),
+        all.clone(),
+    )
+    .backoff(WatchBackoff::default())
+    .reflect(service_accounts_writer)
+    .inspect_ok(listed(&gate, "service-accounts"))
+    .inspect_ok(move |e| t.on_service_account(e));
     let t = triggers.clone();
     let namespace_events = watcher(
         Api::<PartialObjectMeta<Namespace>>::all(client.clone()),
@@ -214,8 +219,9 @@ pub async fn run(client: Client, config: Config) -> Result<(), Error> {
     .backoff(WatchBackoff::default())
     // Only names, labels and deletion are read.
     .modify(|ns| {
-        ns.metadata.managed_fields = None;
-        ns.metadata.annotations = None;
+        let meta = &mut ns.metadata;
+        (meta.managed_fields, meta.annotations) = (None, None);
+        (meta.uid, meta.resource_version, ns.types) = (None, None, None);
     })
     .reflect(namespaces_writer)
     .inspect_ok(listed(&gate, "namespaces"))
@@ -231,7 +237,7 @@ pub async fn run(client: Client, config: Config) -> Result<(), Error> {
     .reflect(managed_secrets_writer)
     .inspect_ok(listed(&gate, "managed-secrets"))
     .inspect_ok(move |e| t.on_managed_secret(e));
-    let t = triggers;
+    let t = triggers.clone();
     let source_events = watcher(
         Api::<Secret>::all(client.clone()),
         all.labels(&format!("{SOURCE_LABEL}=true")),
@@ -276,7 +282,19 @@ pub async fn run(client: Client, config: Config) -> Result<(), Error> {
     // woke hundreds of ServiceAccount patches at once, each on a connection of its own.
     let sa_concurrency =
         u16::try_from(config.namespace_concurrency.max(1).saturating_mul(2)).unwrap_or(u16::MAX);
-    let accounts = Controller::for_stream(sa_events.applied_objects(), service_accounts)
+    // Only ServiceAccounts a reconcile would change; the rest once the caches have listed.
+    let wants = triggers.clone();
+    let account_changes = sa_events
+        .applied_objects()
+        .try_filter(move |sa| future::ready(wants.wants_service_account(sa)));
+    let listed_accounts = triggers.clone();
+    let mut caches_listed = ready.clone();
+    tokio::spawn(async move {
+        if caches_listed.wait_for(|listed| *listed).await.is_ok() {
+            listed_accounts.service_accounts_in(None);
+        }
+    });
+    let accounts = Controller::for_stream(account_changes, service_accounts)
         .reconcile_on(sa_rx)
         .with_config(controller::Config::default().concurrency(sa_concurrency))
         .trigger_backoff(WatchBackoff::default())

@@ -13,6 +13,7 @@ use kube::{Api, ResourceExt};
 use regcred_api::names::{FIELD_MANAGER, SA_ENTRIES_ANNOTATION};
 use tracing::{debug, info, instrument, warn};
 
+use crate::cached_account::CachedServiceAccount;
 use crate::context::{Context, ObjectKey, RetryKey, Stores, owner_of};
 use crate::credential::{Credential, CredentialId};
 use crate::error::Error;
@@ -25,7 +26,10 @@ use crate::targets;
 const CONFLICT_RETRIES: usize = 5;
 
 #[instrument(skip_all, fields(namespace = sa.namespace(), name = %sa.name_any()))]
-pub(crate) async fn reconcile(sa: Arc<ServiceAccount>, ctx: Arc<Context>) -> Result<Action, Error> {
+pub(crate) async fn reconcile(
+    sa: Arc<CachedServiceAccount>,
+    ctx: Arc<Context>,
+) -> Result<Action, Error> {
     ctx.stores.wait_ready().await;
     if !ctx.is_leader() || !ctx.patch_service_accounts {
         return Ok(Action::await_change());
@@ -37,7 +41,7 @@ pub(crate) async fn reconcile(sa: Arc<ServiceAccount>, ctx: Arc<Context>) -> Res
 }
 
 /// Reconciles one ServiceAccount's `imagePullSecrets` (the leader, caches listed).
-async fn sync(sa: Arc<ServiceAccount>, ctx: Arc<Context>) -> Result<Action, Error> {
+async fn sync(sa: Arc<CachedServiceAccount>, ctx: Arc<Context>) -> Result<Action, Error> {
     let namespace = sa.namespace().unwrap_or_default();
     if ctx.stores.live_namespace(&namespace).is_none() {
         return Ok(Action::await_change());
@@ -80,7 +84,7 @@ async fn sync(sa: Arc<ServiceAccount>, ctx: Arc<Context>) -> Result<Action, Erro
             Err(kube::Error::Api(status)) if status.code == 409 => {
                 debug!("ServiceAccount changed meanwhile; recomputing from a fresh read");
                 match api.get_opt(&current.name_any()).await? {
-                    Some(fresh) => current = Arc::new(fresh),
+                    Some(fresh) => current = Arc::new(fresh.into()),
                     None => return Ok(Action::await_change()),
                 }
             }
@@ -95,6 +99,20 @@ async fn sync(sa: Arc<ServiceAccount>, ctx: Arc<Context>) -> Result<Action, Erro
         "ServiceAccount {namespace}/{}",
         current.name_any()
     )))
+}
+
+/// Whether a reconcile of `sa` would change it, judged from the caches (listed: until
+/// then nothing is judged, and everything is judged once they are). Only such
+/// ServiceAccounts are queued: queueing every one of 17,000 on each change held 13 MB in
+/// the controller's queue and spent the CPU of as many no-op reconciles.
+pub(crate) fn needs_reconcile(stores: &Stores, sa: &CachedServiceAccount) -> bool {
+    *stores.ready.borrow()
+        && sa
+            .metadata
+            .namespace
+            .as_deref()
+            .is_some_and(|ns| stores.live_namespace(ns).is_some())
+        && changes(sa, &plan_for(stores, sa, Pointing::InPlace))
 }
 
 /// Which of the winner's Secrets a plan may point at.
@@ -113,7 +131,7 @@ pub(crate) enum Pointing {
 /// admission webhook both call this (with [`Pointing::InPlace`] and
 /// [`Pointing::InPlaceOrDue`]): one implementation of what regcred wants on a
 /// ServiceAccount.
-pub(crate) fn plan_for(stores: &Stores, sa: &ServiceAccount, pointing: Pointing) -> Plan {
+pub(crate) fn plan_for(stores: &Stores, sa: &CachedServiceAccount, pointing: Pointing) -> Plan {
     let namespace = sa.namespace().unwrap_or_default();
     let name = sa.name_any();
     let labels = sa.metadata.labels.as_ref();
@@ -155,7 +173,7 @@ pub(crate) fn plan_for(stores: &Stores, sa: &ServiceAccount, pointing: Pointing)
             consider(c.id(), c.spec(), c.status(), c.secret_name());
         }
     }
-    let current = sa.image_pull_secrets.clone().unwrap_or_default();
+    let current = &sa.image_pull_secrets;
     let keep = |secret: &str, owner: &str| {
         if wanted.values().any(|o| o == owner) {
             return Keep::No;
@@ -173,7 +191,7 @@ pub(crate) fn plan_for(stores: &Stores, sa: &ServiceAccount, pointing: Pointing)
             Keep::No
         }
     };
-    pull_secrets::plan(&current, &recorded, &wanted, keep)
+    pull_secrets::plan(current, &recorded, &wanted, keep)
 }
 
 /// Whether the leader is about to write `secret` for the credential `id` in `namespace`
@@ -245,27 +263,9 @@ fn orphaned(stores: &Stores, namespace: &str, secret: &str, owner: &str) -> bool
         })
 }
 
-/// The annotations of a ServiceAccount that regcred reads: its own record, and the IAM
-/// role a web-identity ECR credential assumes.
-const READ_ANNOTATIONS: [&str; 2] = [SA_ENTRIES_ANNOTATION, crate::minting::ROLE_ANNOTATION];
-
-/// Keeps of a cached ServiceAccount only what regcred reads: its identity, labels (for
-/// selectors), its list and [`READ_ANNOTATIONS`]. Every ServiceAccount in the cluster is
-/// cached, so what others store on them (last-applied configurations, token lists)
-/// would otherwise cost memory in proportion to the cluster.
-pub(crate) fn trim_for_cache(sa: &mut ServiceAccount) {
-    sa.metadata.managed_fields = None;
-    sa.metadata.owner_references = None;
-    if let Some(annotations) = sa.metadata.annotations.as_mut() {
-        annotations.retain(|key, _| READ_ANNOTATIONS.contains(&key.as_str()));
-    }
-    sa.secrets = None;
-    sa.automount_service_account_token = None;
-}
-
 /// What regcred recorded on the ServiceAccount; an unreadable record counts as empty.
-pub(crate) fn recorded(sa: &ServiceAccount) -> BTreeMap<String, String> {
-    let Some(raw) = sa.annotations().get(SA_ENTRIES_ANNOTATION) else {
+pub(crate) fn recorded(sa: &CachedServiceAccount) -> BTreeMap<String, String> {
+    let Some(raw) = &sa.record else {
         return BTreeMap::new();
     };
     serde_json::from_str(raw).unwrap_or_else(|e| {
@@ -274,14 +274,13 @@ pub(crate) fn recorded(sa: &ServiceAccount) -> BTreeMap<String, String> {
     })
 }
 
-pub(crate) fn changes(sa: &ServiceAccount, plan: &Plan) -> bool {
-    sa.image_pull_secrets.clone().unwrap_or_default() != plan.image_pull_secrets
-        || recorded(sa) != plan.recorded
+pub(crate) fn changes(sa: &CachedServiceAccount, plan: &Plan) -> bool {
+    sa.image_pull_secrets != plan.image_pull_secrets || recorded(sa) != plan.recorded
 }
 
 /// A merge patch replacing the (atomic) list, guarded by the resourceVersion it was
 /// computed from.
-fn patch(sa: &ServiceAccount, plan: &Plan) -> serde_json::Value {
+fn patch(sa: &CachedServiceAccount, plan: &Plan) -> serde_json::Value {
     let record = record_text(plan).map_or(serde_json::Value::Null, Into::into);
     let list = if plan.image_pull_secrets.is_empty() {
         serde_json::Value::Null
@@ -302,62 +301,4 @@ fn patch(sa: &ServiceAccount, plan: &Plan) -> serde_json::Value {
 pub(crate) fn record_text(plan: &Plan) -> Option<String> {
     (!plan.recorded.is_empty())
         .then(|| serde_json::to_string(&plan.recorded).expect("a map of strings serializes"))
-}
-
-#[cfg(test)]
-mod tests {
-    use k8s_openapi::api::core::v1::ObjectReference;
-    use kube::core::ObjectMeta;
-
-    use super::*;
-
-    #[test]
-    fn the_cache_keeps_what_plans_read_and_drops_the_rest() {
-        let annotations = BTreeMap::from([
-            (
-                SA_ENTRIES_ANNOTATION.to_owned(),
-                r#"{"pull":"x"}"#.to_owned(),
-            ),
-            (
-                crate::minting::ROLE_ANNOTATION.to_owned(),
-                "arn:aws:iam::123456789012:role/puller".to_owned(),
-            ),
-            (
-                "kubectl.kubernetes.io/last-applied-configuration".to_owned(),
-                "{...}".repeat(1000),
-            ),
-        ]);
-        let mut sa = ServiceAccount {
-            metadata: ObjectMeta {
-                name: Some("builder".into()),
-                namespace: Some("app".into()),
-                labels: Some(BTreeMap::from([("team".into(), "a".into())])),
-                annotations: Some(annotations),
-                ..Default::default()
-            },
-            image_pull_secrets: Some(vec![k8s_openapi::api::core::v1::LocalObjectReference {
-                name: "pull".into(),
-            }]),
-            secrets: Some(vec![ObjectReference::default()]),
-            ..Default::default()
-        };
-        let before = plan_inputs(&sa);
-        trim_for_cache(&mut sa);
-        assert_eq!(plan_inputs(&sa), before);
-        assert_eq!(
-            sa.annotations().keys().collect::<Vec<_>>(),
-            [crate::minting::ROLE_ANNOTATION, SA_ENTRIES_ANNOTATION],
-            "both read annotations kept, nothing else"
-        );
-        assert!(sa.secrets.is_none());
-    }
-
-    fn plan_inputs(sa: &ServiceAccount) -> impl PartialEq + std::fmt::Debug + use<> {
-        (
-            sa.metadata.name.clone(),
-            sa.metadata.labels.clone(),
-            sa.image_pull_secrets.clone(),
-            recorded(sa),
-        )
-    }
 }

@@ -3,7 +3,7 @@
 //! which is why this is not left to shared controller streams.
 
 use futures::channel::mpsc::UnboundedSender;
-use k8s_openapi::api::core::v1::{Namespace, Secret, ServiceAccount};
+use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::ResourceExt;
 use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::ObjectRef;
@@ -13,8 +13,10 @@ use regcred_api::{ClusterRegistryCredential, RegistryCredential};
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 
+use crate::cached_account::CachedServiceAccount;
 use crate::context::{CacheLag, ObjectKey, Stores, owner_of};
 use crate::credential::{Credential, CredentialId, Kind};
+use crate::service_accounts;
 
 /// Where reconcile requests go.
 #[derive(Clone)]
@@ -24,7 +26,7 @@ pub(crate) struct Triggers {
     pub(crate) cache_lag: Arc<CacheLag>,
     pub(crate) credentials: UnboundedSender<ObjectRef<RegistryCredential>>,
     pub(crate) cluster_credentials: UnboundedSender<ObjectRef<ClusterRegistryCredential>>,
-    pub(crate) service_accounts: UnboundedSender<ObjectRef<ServiceAccount>>,
+    pub(crate) service_accounts: UnboundedSender<ObjectRef<CachedServiceAccount>>,
     /// Namespaces for the fast path ([`crate::namespace_writes`]).
     pub(crate) namespaces: UnboundedSender<String>,
     /// The generation and deletion state last seen of each credential: a status write
@@ -35,6 +37,8 @@ pub(crate) struct Triggers {
     pub(crate) accounts_by_namespace: Arc<Mutex<AccountIndex>>,
     /// For the watches of same-named Secrets.
     pub(crate) client: kube::Client,
+    /// False in admission's Pod mode: no ServiceAccount is ever queued.
+    pub(crate) patch_service_accounts: bool,
 }
 
 /// A credential's generation, and whether it is being deleted.
@@ -55,29 +59,50 @@ fn touched<K>(event: &Event<K>) -> Option<Option<&K>> {
 }
 
 impl Triggers {
-    fn service_accounts_in(&self, namespace: Option<&str>) {
+    /// Queues the ServiceAccounts of `namespace` (all of them for `None`) that a
+    /// reconcile would change.
+    pub(crate) fn service_accounts_in(&self, namespace: Option<&str>) {
         let Some(namespace) = namespace else {
             for sa in self.stores.service_accounts.state() {
-                let _ = self
-                    .service_accounts
-                    .unbounded_send(ObjectRef::from_obj(&*sa));
+                self.service_account_if_needed(&sa);
             }
             return;
         };
-        let index = self
-            .accounts_by_namespace
-            .lock()
-            .expect("account index lock");
-        for name in index.get(namespace).into_iter().flatten() {
-            let _ = self
-                .service_accounts
-                .unbounded_send(ObjectRef::new(name).within(namespace));
+        let names: Vec<String> = {
+            let index = self
+                .accounts_by_namespace
+                .lock()
+                .expect("account index lock");
+            index
+                .get(namespace)
+                .into_iter()
+                .flatten()
+                .cloned()
+                .collect()
+        };
+        for name in names {
+            let key = ObjectRef::new(&name).within(namespace);
+            if let Some(sa) = self.stores.service_accounts.get(&key) {
+                self.service_account_if_needed(&sa);
+            }
+        }
+    }
+
+    /// Whether the ServiceAccount controller should see this watch event's object.
+    pub(crate) fn wants_service_account(&self, sa: &CachedServiceAccount) -> bool {
+        self.patch_service_accounts && service_accounts::needs_reconcile(&self.stores, sa)
+    }
+
+    fn service_account_if_needed(&self, sa: &CachedServiceAccount) {
+        if self.wants_service_account(sa) {
+            let key = ObjectRef::new(&sa.name_any()).within(&sa.namespace().unwrap_or_default());
+            let _ = self.service_accounts.unbounded_send(key);
         }
     }
 
     /// Keeps [`Triggers::accounts_by_namespace`] in step with the ServiceAccount watch; a
     /// re-list rebuilds it from the store (deletions missed meanwhile go with it).
-    fn index_service_account(&self, event: &Event<ServiceAccount>) {
+    fn index_service_account(&self, event: &Event<CachedServiceAccount>) {
         let mut index = self
             .accounts_by_namespace
             .lock()
@@ -229,7 +254,7 @@ impl Triggers {
     }
 
     /// A ServiceAccount changed: the counts in status of the credentials covering it.
-    pub(crate) fn on_service_account(&self, event: &Event<ServiceAccount>) {
+    pub(crate) fn on_service_account(&self, event: &Event<CachedServiceAccount>) {
         self.index_service_account(event);
         if let Some(Some(sa)) = touched(event)
             && let Some(ns) = sa.namespace()

@@ -32,6 +32,7 @@ use regcred_api::names::SA_ENTRIES_ANNOTATION;
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
+use crate::cached_account::CachedServiceAccount;
 use crate::context::Stores;
 use crate::service_accounts::{self, Pointing};
 use crate::webhook_tls::{self, CertResolver, WebhookTlsSettings};
@@ -111,10 +112,10 @@ pub(crate) fn service_account_patch(
     namespace: &str,
     sa: &ServiceAccount,
 ) -> Option<Vec<Op>> {
-    let mut sa = sa.clone();
-    sa.metadata.namespace = Some(namespace.to_owned());
-    let plan = service_accounts::plan_for(stores, &sa, Pointing::InPlaceOrDue);
-    if !service_accounts::changes(&sa, &plan) {
+    let mut cached = CachedServiceAccount::from(sa.clone());
+    cached.metadata.namespace = Some(namespace.to_owned());
+    let plan = service_accounts::plan_for(stores, &cached, Pointing::InPlaceOrDue);
+    if !service_accounts::changes(&cached, &plan) {
         return None;
     }
     let mut ops = vec![json!({
@@ -139,8 +140,7 @@ pub(crate) fn pod_patch(stores: &Stores, namespace: &str, pod: &Pod) -> Option<V
         .service_accounts
         .get(&ObjectRef::new(pod_service_account(pod)).within(namespace))?;
     let own = spec.image_pull_secrets.clone().unwrap_or_default();
-    let inherited = sa.image_pull_secrets.clone().unwrap_or_default();
-    if !own.is_empty() && own != inherited {
+    if !own.is_empty() && own != sa.image_pull_secrets {
         return None;
     }
     let plan = service_accounts::plan_for(stores, &sa, Pointing::InPlaceOrDue);
@@ -265,7 +265,7 @@ mod tests {
             ..Default::default()
         };
         ns.apply_watcher_event(&Event::Apply(meta.into_response_partial::<Namespace>()));
-        sas.apply_watcher_event(&Event::Apply(account()));
+        sas.apply_watcher_event(&Event::Apply(CachedServiceAccount::from(account())));
         Stores {
             credentials,
             cluster_credentials,
@@ -313,7 +313,7 @@ mod tests {
     fn admission_writes_what_the_watch_path_then_keeps() {
         let stores = stores(reasons::READY);
         // The watch path waits for the Secret; admission points at the one that is due.
-        let watch = service_accounts::plan_for(&stores, &account(), Pointing::InPlace);
+        let watch = service_accounts::plan_for(&stores, &account().into(), Pointing::InPlace);
         assert!(watch.image_pull_secrets.is_empty());
         let ops = service_account_patch(&stores, "team-a", &account()).expect("a patch");
         let admitted: ServiceAccount =
@@ -327,8 +327,9 @@ mod tests {
             r#"{"pull":"ClusterRegistryCredential/global"}"#
         );
         // The watch path, seeing what admission wrote, plans no change: one plan, two paths.
-        let after = service_accounts::plan_for(&stores, &admitted, Pointing::InPlace);
-        assert!(!service_accounts::changes(&admitted, &after));
+        let cached = CachedServiceAccount::from(admitted.clone());
+        let after = service_accounts::plan_for(&stores, &cached, Pointing::InPlace);
+        assert!(!service_accounts::changes(&cached, &after));
         // And admission is idempotent (reinvocation changes nothing).
         assert!(service_account_patch(&stores, "team-a", &admitted).is_none());
     }
