@@ -11,10 +11,9 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::Secret;
 use kube::core::PartialObjectMeta;
-use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
 use regcred_api::names::MANAGED_LABEL;
@@ -43,7 +42,7 @@ pub(crate) struct NamedSecrets {
 }
 
 struct Watch {
-    store: Store<PartialObjectMeta<Secret>>,
+    store: Arc<Mutex<Holders>>,
     listed: Arc<AtomicBool>,
     /// Failed before its first list (no permission, API errors): do not wait for it.
     failed: Arc<AtomicBool>,
@@ -66,15 +65,12 @@ impl NamedSecrets {
         if !watch.listed.load(Ordering::Acquire) {
             return None;
         }
-        Some(
-            match watch.store.get(&ObjectRef::new(name).within(namespace)) {
-                None => Seen::Absent,
-                Some(s) if s.labels().get(MANAGED_LABEL).map(String::as_str) == Some("true") => {
-                    Seen::InFlight
-                }
-                Some(_) => Seen::Foreign,
-            },
-        )
+        let holders = watch.store.lock().expect("named secrets lock");
+        Some(match holders.current.get(namespace) {
+            None => Seen::Absent,
+            Some(Holder::LabelledManaged) => Seen::InFlight,
+            Some(Holder::Other) => Seen::Foreign,
+        })
     }
 
     /// Whether `name` is watched and its watch may still list (not failed before it).
@@ -127,24 +123,61 @@ impl NamedSecrets {
     }
 }
 
+/// Who holds the name in a namespace: all that is kept of each Secret (one per namespace
+/// for each watched name, so as many as the namespaces a credential covers).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Holder {
+    LabelledManaged,
+    Other,
+}
+
+impl Holder {
+    fn of(secret: &PartialObjectMeta<Secret>) -> Self {
+        if secret.labels().get(MANAGED_LABEL).map(String::as_str) == Some("true") {
+            Holder::LabelledManaged
+        } else {
+            Holder::Other
+        }
+    }
+}
+
+/// The holders by namespace, and the next set while a (re-)list arrives.
+#[derive(Default)]
+struct Holders {
+    current: HashMap<String, Holder>,
+    listing: Option<HashMap<String, Holder>>,
+}
+
+impl Holders {
+    fn apply(&mut self, event: &watcher::Event<PartialObjectMeta<Secret>>) {
+        let namespace = |s: &PartialObjectMeta<Secret>| s.namespace().unwrap_or_default();
+        match event {
+            watcher::Event::Init => self.listing = Some(HashMap::new()),
+            watcher::Event::InitApply(s) => {
+                let listing = self.listing.get_or_insert_default();
+                listing.insert(namespace(s), Holder::of(s));
+            }
+            watcher::Event::InitDone => {
+                self.current = self.listing.take().unwrap_or_default();
+            }
+            watcher::Event::Apply(s) => {
+                self.current.insert(namespace(s), Holder::of(s));
+            }
+            watcher::Event::Delete(s) => {
+                self.current.remove(&namespace(s));
+            }
+        }
+    }
+}
+
 fn start(client: Client, name: &str, changed: impl Fn(&str) + Send + Sync + 'static) -> Watch {
-    let (store, writer) = reflector::store();
+    let store = Arc::new(Mutex::new(Holders::default()));
+    let writer = store.clone();
     let listed = Arc::new(AtomicBool::new(false));
     let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
     let events = watcher(Api::<PartialObjectMeta<Secret>>::all(client), config)
         .backoff(crate::watch_backoff::WatchBackoff::default())
-        // Only the name, namespace and regcred's label are read: keep nothing else.
-        .modify(|s| {
-            let meta = &mut s.metadata;
-            meta.managed_fields = None;
-            meta.annotations = None;
-            meta.owner_references = None;
-            (meta.uid, meta.resource_version, s.types) = (None, None, None);
-            if let Some(labels) = meta.labels.as_mut() {
-                labels.retain(|k, _| k == MANAGED_LABEL);
-            }
-        })
-        .reflect(writer);
+        .inspect_ok(move |event| writer.lock().expect("named secrets lock").apply(event));
     let failed = Arc::new(AtomicBool::new(false));
     let (seen, failing) = (listed.clone(), failed.clone());
     let task = tokio::spawn(async move {
@@ -177,5 +210,55 @@ fn start(client: Client, name: &str, changed: impl Fn(&str) + Send + Sync + 'sta
         listed,
         failed,
         task: task.abort_handle(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use kube::core::{ObjectMeta, PartialObjectMetaExt};
+    use watcher::Event;
+
+    use super::*;
+
+    fn secret(namespace: &str, managed: bool) -> PartialObjectMeta<Secret> {
+        let labels = managed.then(|| BTreeMap::from([(MANAGED_LABEL.into(), "true".into())]));
+        ObjectMeta {
+            name: Some("pull".into()),
+            namespace: Some(namespace.into()),
+            labels,
+            ..Default::default()
+        }
+        .into_response_partial()
+    }
+
+    #[test]
+    fn holders_follow_events_and_a_relist_replaces_them_whole() {
+        let mut holders = Holders::default();
+        holders.apply(&Event::Init);
+        holders.apply(&Event::InitApply(secret("a", true)));
+        holders.apply(&Event::InitApply(secret("b", false)));
+        assert!(
+            holders.current.is_empty(),
+            "nothing until the list is complete"
+        );
+        holders.apply(&Event::InitDone);
+        assert_eq!(holders.current["a"], Holder::LabelledManaged);
+        assert_eq!(holders.current["b"], Holder::Other);
+
+        holders.apply(&Event::Apply(secret("c", false)));
+        holders.apply(&Event::Delete(secret("a", true)));
+        assert_eq!(holders.current.get("a"), None);
+        assert_eq!(holders.current["c"], Holder::Other);
+
+        // A re-list: what it does not hold (deleted meanwhile) is gone.
+        holders.apply(&Event::Init);
+        holders.apply(&Event::InitApply(secret("c", true)));
+        holders.apply(&Event::InitDone);
+        assert_eq!(
+            holders.current,
+            HashMap::from([("c".to_owned(), Holder::LabelledManaged)])
+        );
     }
 }
