@@ -62,7 +62,13 @@ impl Report {
                 "no live namespace is targeted".into(),
             );
         }
-        if let Some(first) = self.failures.first() {
+        // The first by namespace, not by completion: writes finish in any order, and the
+        // message must not change (and be written again) with it.
+        let first = self
+            .failures
+            .iter()
+            .min_by(|a, b| a.namespace.cmp(&b.namespace));
+        if let Some(first) = first {
             let all_conflicts = self.failures.iter().all(|f| f.reason == reasons::CONFLICT);
             let reason = if all_conflicts && self.secrets_ready == 0 {
                 reasons::CONFLICT
@@ -589,6 +595,13 @@ mod tests {
         assert_eq!(s.failures.len(), MAX_FAILURES);
         assert_eq!(s.failures[0].namespace, "ns-00");
         assert_eq!(s.conditions[0].reason, reasons::CONFLICT);
+        // Whatever order the writes finished in, the message names the same namespace.
+        assert!(s.conditions[0].message.contains("first: ns-00: taken"));
+        r.failures.reverse();
+        assert_eq!(
+            build(None, None, &r, at(1)).conditions[0].message,
+            s.conditions[0].message
+        );
         r.secrets_ready = 1;
         assert_eq!(
             build(None, None, &r, at(1)).conditions[0].reason,
