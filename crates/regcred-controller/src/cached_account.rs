@@ -13,8 +13,8 @@ use serde::Deserialize;
 use crate::minting::ROLE_ANNOTATION;
 
 /// A ServiceAccount as cached: name, namespace, resourceVersion, labels (for selectors),
-/// its `imagePullSecrets` and the two annotations regcred reads. Read straight from the
-/// API server's JSON; nothing else of it is kept.
+/// its `imagePullSecrets` and the two annotations regcred reads. Converted from each
+/// ServiceAccount as the watch reads it; nothing else of it is kept.
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(from = "ServiceAccount")]
 pub(crate) struct CachedServiceAccount {

@@ -169,12 +169,18 @@ async fn write_for<C: Credential>(ctx: &Context, credential: &C, namespace: &str
     if !ctx.stores.covers(credential, namespace) {
         return;
     }
+    let prepared = || {
+        let inputs = inputs(&ctx.stores, credential);
+        ctx.prepared.get(credential, &inputs, Timestamp::now())
+    };
+    if prepared().is_none() {
+        return; // nothing to write: no need to wait for the Secret
+    }
     let key = ObjectKey::secret(namespace, &credential.secret_name());
-    // The content is read once the Secret is ours: a reconcile writing newer content
-    // meanwhile has put it by then, and is not overwritten with the older one.
+    // The content is read (again) once the Secret is ours: a reconcile writing newer
+    // content meanwhile has put it by then, and is not overwritten with the older one.
     let _claim = ctx.writing.claim(&key).await;
-    let inputs = inputs(&ctx.stores, credential);
-    let Some(content) = ctx.prepared.get(credential, &inputs, Timestamp::now()) else {
+    let Some(content) = prepared() else {
         return;
     };
     let payload = Payload {

@@ -535,7 +535,17 @@ async fn write_one<C: Credential>(
     payload: &Payload<'_>,
     namespace: String,
 ) -> (String, Result<Outcome, WriteError>) {
-    let key = ObjectKey::secret(&namespace, &credential.secret_name());
+    let secret_name = credential.secret_name();
+    // The loser of a name need not wait for the winner's claim (checked again after it).
+    let id = credential.id();
+    if let Some(winner) = ctx
+        .stores
+        .winner(&namespace, &secret_name)
+        .filter(|w| *w != id)
+    {
+        return (namespace, Err(WriteError::Conflict(winner.to_string())));
+    }
+    let key = ObjectKey::secret(&namespace, &secret_name);
     // Read the cache only once no one else is writing this Secret (see `namespace_writes`).
     let _claim = ctx.writing.claim(&key).await;
     let written = write_claimed(ctx, credential, payload, &namespace).await;

@@ -106,7 +106,8 @@ async fn sync(sa: Arc<CachedServiceAccount>, ctx: Arc<Context>) -> Result<Action
 /// ServiceAccounts are queued: queueing every one of 17,000 on each change held 13 MB in
 /// the controller's queue and spent the CPU of as many no-op reconciles.
 pub(crate) fn needs_reconcile(stores: &Stores, sa: &CachedServiceAccount) -> bool {
-    *stores.ready.borrow()
+    let listed = *stores.ready.borrow();
+    listed
         && sa
             .metadata
             .namespace

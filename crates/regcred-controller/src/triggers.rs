@@ -63,9 +63,13 @@ impl Triggers {
     /// reconcile would change.
     pub(crate) fn service_accounts_in(&self, namespace: Option<&str>) {
         let Some(namespace) = namespace else {
-            for sa in self.stores.service_accounts.state() {
-                self.service_account_if_needed(&sa);
-            }
+            // Off the watch task: judging every ServiceAccount in the cluster takes a while.
+            let triggers = self.clone();
+            tokio::task::spawn_blocking(move || {
+                for sa in triggers.stores.service_accounts.state() {
+                    triggers.service_account_if_needed(&sa);
+                }
+            });
             return;
         };
         let names: Vec<String> = {
@@ -256,6 +260,11 @@ impl Triggers {
     /// A ServiceAccount changed: the counts in status of the credentials covering it.
     pub(crate) fn on_service_account(&self, event: &Event<CachedServiceAccount>) {
         self.index_service_account(event);
+        if matches!(event, Event::InitDone) {
+            // A re-list's objects were judged before the store held them, and a reconcile
+            // reads the store: judge them again now that it does.
+            self.service_accounts_in(None);
+        }
         if let Some(Some(sa)) = touched(event)
             && let Some(ns) = sa.namespace()
         {

@@ -335,6 +335,27 @@ mod tests {
     }
 
     #[test]
+    fn only_service_accounts_a_reconcile_would_change_are_queued() {
+        let mut stores = stores(reasons::READY);
+        // The credential's Secret is not in place yet: the watch path has nothing to add.
+        let app = CachedServiceAccount::from(account());
+        assert!(!service_accounts::needs_reconcile(&stores, &app));
+        // An entry regcred added for a credential that is gone: to be removed.
+        let mut stale = app.clone();
+        stale.image_pull_secrets =
+            vec![k8s_openapi::api::core::v1::LocalObjectReference { name: "old".into() }];
+        stale.record = Some(r#"{"old":"ClusterRegistryCredential/gone"}"#.into());
+        assert!(service_accounts::needs_reconcile(&stores, &stale));
+        // In a namespace that is not (or no longer) there: nothing to do.
+        stale.metadata.namespace = Some("elsewhere".into());
+        assert!(!service_accounts::needs_reconcile(&stores, &stale));
+        // Before the caches have listed nothing is judged (all are, once they have).
+        stale.metadata.namespace = Some("team-a".into());
+        stores.ready = watch::channel(false).1;
+        assert!(!service_accounts::needs_reconcile(&stores, &stale));
+    }
+
+    #[test]
     fn a_blocked_credential_gets_no_entry_before_its_secret_exists() {
         for reason in [reasons::SOURCE_NOT_FOUND, reasons::EXPIRED] {
             let stores = stores(reason);
