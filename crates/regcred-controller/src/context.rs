@@ -460,6 +460,8 @@ pub(crate) struct Context {
     pub(crate) prepared: crate::namespace_writes::Prepared,
     /// The Secrets being written right now.
     pub(crate) writing: crate::namespace_writes::Writing,
+    /// Told when a ServiceAccount's reconcile starts (see [`crate::account_queue`]).
+    pub(crate) account_queue: Arc<crate::account_queue::AccountQueue>,
 }
 
 impl Context {

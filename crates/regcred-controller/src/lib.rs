@@ -14,6 +14,7 @@
 //!   TLS that [`webhook_tls`] keeps.
 #![forbid(unsafe_code)]
 
+mod account_queue;
 mod admission;
 #[cfg(test)]
 mod api_mock;

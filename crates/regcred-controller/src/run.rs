@@ -18,6 +18,7 @@ use regcred_api::{ClusterRegistryCredential, RegistryCredential};
 use tokio::sync::watch;
 use tracing::{debug, warn};
 
+use crate::account_queue::AccountQueue;
 use crate::cached_account::CachedServiceAccount;
 use crate::context::{
     Backoff as RetryBackoff, CacheLag, Context, ObjectKey, ReadyGate, Remembered, RetryKey, Stores,
@@ -132,7 +133,14 @@ pub async fn run(client: Client, config: Config) -> Result<(), Error> {
         .admission
         .as_ref()
         .is_none_or(|a| a.mode != crate::AdmissionMode::Pods);
+    // Bounded like a credential's fan-out: kube's default is unbounded, and a fan-out
+    // woke hundreds of ServiceAccount patches at once, each on a connection of its own.
+    let sa_concurrency =
+        u16::try_from(config.namespace_concurrency.max(1).saturating_mul(2)).unwrap_or(u16::MAX);
+    // Enough queued to keep every slot busy between two hand-overs.
+    let account_queue = Arc::new(AccountQueue::new(4 * usize::from(sa_concurrency)));
     let triggers = Triggers {
+        account_queue: account_queue.clone(),
         patch_service_accounts,
         cache_lag: cache_lag.clone(),
         stores: stores.clone(),
@@ -167,6 +175,7 @@ pub async fn run(client: Client, config: Config) -> Result<(), Error> {
         patch_service_accounts,
         prepared: Prepared::default(),
         writing: Writing::default(),
+        account_queue,
     });
     // Becoming the leader: everything is reconciled afresh (a standby replica's reconciles
     // did nothing but wait).
@@ -278,15 +287,12 @@ pub async fn run(client: Client, config: Config) -> Result<(), Error> {
             ctx.clone(),
         )
         .for_each(log_result(&metrics, "clusterregistrycredentials"));
-    // Bounded like a credential's fan-out: kube's default is unbounded, and a fan-out
-    // woke hundreds of ServiceAccount patches at once, each on a connection of its own.
-    let sa_concurrency =
-        u16::try_from(config.namespace_concurrency.max(1).saturating_mul(2)).unwrap_or(u16::MAX);
     // Only ServiceAccounts a reconcile would change; the rest once the caches have listed.
     let wants = triggers.clone();
     let account_changes = sa_events
         .applied_objects()
         .try_filter(move |sa| future::ready(wants.wants_service_account(sa)));
+    tokio::spawn(triggers.clone().judge_accounts());
     let listed_accounts = triggers.clone();
     let mut caches_listed = ready.clone();
     tokio::spawn(async move {

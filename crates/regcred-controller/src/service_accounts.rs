@@ -30,6 +30,8 @@ pub(crate) async fn reconcile(
     sa: Arc<CachedServiceAccount>,
     ctx: Arc<Context>,
 ) -> Result<Action, Error> {
+    ctx.account_queue
+        .done(&(sa.namespace().unwrap_or_default(), sa.name_any()));
     ctx.stores.wait_ready().await;
     if !ctx.is_leader() || !ctx.patch_service_accounts {
         return Ok(Action::await_change());

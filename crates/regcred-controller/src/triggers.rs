@@ -13,6 +13,7 @@ use regcred_api::{ClusterRegistryCredential, RegistryCredential};
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 
+use crate::account_queue::AccountQueue;
 use crate::cached_account::CachedServiceAccount;
 use crate::context::{CacheLag, ObjectKey, Stores, owner_of};
 use crate::credential::{Credential, CredentialId, Kind};
@@ -39,6 +40,8 @@ pub(crate) struct Triggers {
     pub(crate) client: kube::Client,
     /// False in admission's Pod mode: no ServiceAccount is ever queued.
     pub(crate) patch_service_accounts: bool,
+    /// Namespaces whose ServiceAccounts wait to be judged.
+    pub(crate) account_queue: Arc<AccountQueue>,
 }
 
 /// A credential's generation, and whether it is being deleted.
@@ -59,49 +62,59 @@ fn touched<K>(event: &Event<K>) -> Option<Option<&K>> {
 }
 
 impl Triggers {
-    /// Queues the ServiceAccounts of `namespace` (all of them for `None`) that a
-    /// reconcile would change.
+    /// Has the ServiceAccounts of `namespace` (of every namespace for `None`) judged, and
+    /// those a reconcile would change queued, through [`AccountQueue`].
     pub(crate) fn service_accounts_in(&self, namespace: Option<&str>) {
-        let Some(namespace) = namespace else {
-            // Off the watch task: judging every ServiceAccount in the cluster takes a while.
-            let triggers = self.clone();
-            tokio::task::spawn_blocking(move || {
-                for sa in triggers.stores.service_accounts.state() {
-                    triggers.service_account_if_needed(&sa);
-                }
-            });
+        if let Some(namespace) = namespace {
+            self.account_queue.namespace(namespace);
             return;
-        };
-        let names: Vec<String> = {
-            let index = self
-                .accounts_by_namespace
-                .lock()
-                .expect("account index lock");
-            index
-                .get(namespace)
-                .into_iter()
-                .flatten()
-                .cloned()
-                .collect()
-        };
-        for name in names {
-            let key = ObjectRef::new(&name).within(namespace);
-            if let Some(sa) = self.stores.service_accounts.get(&key) {
-                self.service_account_if_needed(&sa);
+        }
+        let namespaces: Vec<String> = self
+            .accounts_by_namespace
+            .lock()
+            .expect("account index lock")
+            .keys()
+            .cloned()
+            .collect();
+        for namespace in namespaces {
+            self.account_queue.namespace(&namespace);
+        }
+    }
+
+    /// Judges the namespaces [`AccountQueue`] hands out, for as long as the controller runs.
+    pub(crate) async fn judge_accounts(self) {
+        loop {
+            let namespace = self.account_queue.next().await;
+            let names: Vec<String> = {
+                let index = self
+                    .accounts_by_namespace
+                    .lock()
+                    .expect("account index lock");
+                index
+                    .get(&namespace)
+                    .into_iter()
+                    .flatten()
+                    .cloned()
+                    .collect()
+            };
+            for name in names {
+                let key = ObjectRef::new(&name).within(&namespace);
+                if let Some(sa) = self.stores.service_accounts.get(&key)
+                    && self.wants_service_account(&sa)
+                {
+                    self.account_queue
+                        .handed_over((namespace.clone(), name.clone()));
+                    let _ = self.service_accounts.unbounded_send(key);
+                }
             }
+            // Many namespaces may be waiting: let the watches in between.
+            tokio::task::yield_now().await;
         }
     }
 
     /// Whether the ServiceAccount controller should see this watch event's object.
     pub(crate) fn wants_service_account(&self, sa: &CachedServiceAccount) -> bool {
         self.patch_service_accounts && service_accounts::needs_reconcile(&self.stores, sa)
-    }
-
-    fn service_account_if_needed(&self, sa: &CachedServiceAccount) {
-        if self.wants_service_account(sa) {
-            let key = ObjectRef::new(&sa.name_any()).within(&sa.namespace().unwrap_or_default());
-            let _ = self.service_accounts.unbounded_send(key);
-        }
     }
 
     /// Keeps [`Triggers::accounts_by_namespace`] in step with the ServiceAccount watch; a
@@ -269,6 +282,9 @@ impl Triggers {
             && let Some(ns) = sa.namespace()
         {
             let deleted = matches!(event, Event::Delete(_));
+            if deleted {
+                self.account_queue.done(&(ns.clone(), sa.name_any()));
+            }
             let version = sa.metadata.resource_version.as_deref().filter(|_| !deleted);
             self.cache_lag
                 .seen(&ObjectKey::service_account(&ns, &sa.name_any()), version);
