@@ -10,11 +10,11 @@ use kube::Client;
 use kube::core::PartialObjectMeta;
 use kube::runtime::events::Recorder;
 use kube::runtime::reflector::{ObjectRef, Store};
-use regcred_api::names::OWNER_ANNOTATION;
 use regcred_api::{ClusterRegistryCredential, RegistryCredential};
 use tokio::sync::watch;
 
 use crate::cached_account::CachedServiceAccount;
+use crate::cached_secret::{CachedSecret, PullSecret};
 use crate::credential::{Credential, CredentialId, Kind, NamespaceView};
 use crate::named_secrets::NamedSecrets;
 use crate::signing::Signer;
@@ -29,7 +29,7 @@ pub(crate) struct Stores {
     pub(crate) service_accounts: Store<CachedServiceAccount>,
     /// Secrets labelled managed: regcred's own and look-alikes; [`Stores::managed_secret`]
     /// tells them apart.
-    pub(crate) managed_secrets: Store<Secret>,
+    pub(crate) managed_secrets: Store<CachedSecret>,
     pub(crate) source_secrets: Store<Secret>,
     /// Verifies that a labelled Secret really is one regcred wrote.
     pub(crate) signer: Signer,
@@ -186,24 +186,24 @@ impl Stores {
 
     /// The Secret `name` in `namespace`, if regcred wrote it (signature checked: the
     /// label alone proves nothing).
-    pub(crate) fn managed_secret(&self, namespace: &str, name: &str) -> Option<Arc<Secret>> {
+    pub(crate) fn managed_secret(&self, namespace: &str, name: &str) -> Option<Arc<CachedSecret>> {
         self.labelled_secret(namespace, name)
-            .filter(|s| self.signer.is_managed(s))
+            .filter(|s| self.signer.is_managed(&**s))
     }
 
     /// A Secret labelled managed, whoever wrote it.
-    pub(crate) fn labelled_secret(&self, namespace: &str, name: &str) -> Option<Arc<Secret>> {
+    pub(crate) fn labelled_secret(&self, namespace: &str, name: &str) -> Option<Arc<CachedSecret>> {
         self.managed_secrets
             .get(&ObjectRef::new(name).within(namespace))
     }
 
     /// Secrets regcred wrote for `owner`.
-    pub(crate) fn secrets_owned_by(&self, owner: &CredentialId) -> Vec<Arc<Secret>> {
+    pub(crate) fn secrets_owned_by(&self, owner: &CredentialId) -> Vec<Arc<CachedSecret>> {
         let key = owner.to_string();
         self.managed_secrets
             .state()
             .into_iter()
-            .filter(|s| owner_of(s).as_deref() == Some(key.as_str()) && self.signer.is_managed(s))
+            .filter(|s| s.owner() == Some(key.as_str()) && self.signer.is_managed(&**s))
             .collect()
     }
 
@@ -246,16 +246,6 @@ impl ReadyGate {
             self.open.send_replace(true);
         }
     }
-}
-
-/// The owner key a managed Secret records.
-pub(crate) fn owner_of(secret: &Secret) -> Option<String> {
-    secret
-        .metadata
-        .annotations
-        .as_ref()?
-        .get(OWNER_ANNOTATION)
-        .cloned()
 }
 
 fn created<C: Credential>(c: &C) -> Option<jiff::Timestamp> {

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
-use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
+use k8s_openapi::api::core::v1::ServiceAccount;
 use kube::api::PostParams;
 use kube::runtime::reflector::ObjectRef;
 use kube::{Api, ResourceExt};
@@ -18,7 +18,8 @@ use regcred_providers::{
 use secrecy::SecretString;
 use sha2::{Digest, Sha256};
 
-use crate::context::{Context, Stores, owner_of};
+use crate::cached_secret::{CachedSecret, PullSecret};
+use crate::context::{Context, Stores};
 use crate::credential::{Credential, Kind};
 use crate::error::Error;
 use crate::source_error::SourceError;
@@ -112,8 +113,8 @@ pub(crate) fn recover<C: Credential>(
         .filter_map(|r| r.server.as_deref())
         .collect();
     let owner = credential.id().to_string();
-    let lifetime = |s: &Secret| {
-        let timestamp = |key: &str| s.annotations().get(key)?.parse::<Timestamp>().ok();
+    let lifetime = |s: &CachedSecret| {
+        let timestamp = |key: &str| s.annotation(key)?.parse::<Timestamp>().ok();
         Some((
             timestamp(ISSUED_AT_ANNOTATION)?,
             timestamp(EXPIRES_AT_ANNOTATION)?,
@@ -128,15 +129,14 @@ pub(crate) fn recover<C: Credential>(
         .state()
         .into_iter()
         .filter(|s| {
-            owner_of(s).as_deref() == Some(owner.as_str())
-                && s.annotations().get(INPUTS_ANNOTATION).map(String::as_str) == Some(inputs)
-                && ctx.stores.signer.content_intact(s)
+            s.owner() == Some(owner.as_str())
+                && s.annotation(INPUTS_ANNOTATION) == Some(inputs)
+                && ctx.stores.signer.content_intact(&**s)
         })
         .filter_map(|s| lifetime(&s).map(|l| (s, l)))
         .filter(|(_, (_, expires_at))| *expires_at > Timestamp::now())
         .max_by_key(|(_, lifetime)| *lifetime)?;
-    let bytes = &secret.data.as_ref()?.get(dockerconfig::SECRET_KEY)?.0;
-    let entries: Vec<RegistryAuth> = dockerconfig::decode(bytes)?
+    let entries: Vec<RegistryAuth> = dockerconfig::decode(secret.docker_config()?)?
         .into_iter()
         .filter(|e| !static_servers.contains(&e.server.as_str()))
         .collect();

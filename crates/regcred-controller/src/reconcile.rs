@@ -15,7 +15,8 @@ use regcred_api::condition_reasons as reasons;
 use regcred_api::names::REFRESH_ANNOTATION;
 use tracing::{info, instrument, warn};
 
-use crate::context::{Context, ObjectKey, RetryKey, owner_of};
+use crate::cached_secret::PullSecret;
+use crate::context::{Context, ObjectKey, RetryKey};
 use crate::credential::{Credential, Kind};
 use crate::error::Error;
 use crate::metrics::ControllerName;
@@ -578,7 +579,7 @@ pub(crate) async fn write_claimed<C: Credential>(
         // regcred just wrote it; the watch brings the new version and another reconcile.
         return Ok(Outcome::Unchanged);
     }
-    let existing = labelled.filter(|s| ctx.stores.signer.is_managed(s));
+    let existing = labelled.filter(|s| ctx.stores.signer.is_managed(&**s));
     if existing.is_none() && version.is_some() {
         // Labelled as regcred's but not written by regcred: someone else's, whatever it
         // says. Known from the cache, so no request is needed to find out.
@@ -612,7 +613,8 @@ pub(crate) async fn write_claimed<C: Credential>(
         payload.annotations,
         &ctx.stores.signer,
     );
-    let written = secrets::ensure(&ctx.client, &desired, existing.as_deref(), force).await;
+    let existing = existing.map(|s| s.to_secret());
+    let written = secrets::ensure(&ctx.client, &desired, existing.as_ref(), force).await;
     match &written {
         Ok(Outcome::Created | Outcome::Updated) => {
             ctx.unmanaged.forget(&key);
@@ -648,7 +650,7 @@ fn count_current<C: Credential>(ctx: &Context, credential: &C, namespaces: &[Str
         .filter(|ns| {
             ctx.stores
                 .managed_secret(ns, &secret_name)
-                .is_some_and(|s| owner_of(&s).as_deref() == Some(owner.as_str()))
+                .is_some_and(|s| s.owner() == Some(owner.as_str()))
         })
         .count() as i32
 }

@@ -20,6 +20,7 @@ use tracing::{debug, warn};
 
 use crate::account_queue::AccountQueue;
 use crate::cached_account::CachedServiceAccount;
+use crate::cached_secret::CachedSecret;
 use crate::context::{
     Backoff as RetryBackoff, CacheLag, Context, ObjectKey, ReadyGate, Remembered, RetryKey, Stores,
 };
@@ -238,11 +239,10 @@ pub async fn run(client: Client, config: Config) -> Result<(), Error> {
     // Only the Secrets regcred wrote and the ones opted in as sources: never all Secrets.
     let t = triggers.clone();
     let managed_events = watcher(
-        Api::<Secret>::all(client.clone()),
+        Api::<CachedSecret>::all(client.clone()),
         all.clone().labels(&format!("{MANAGED_LABEL}=true")),
     )
     .backoff(WatchBackoff::default())
-    .modify(|s| s.managed_fields_mut().clear())
     .reflect(managed_secrets_writer)
     .inspect_ok(listed(&gate, "managed-secrets"))
     .inspect_ok(move |e| t.on_managed_secret(e));

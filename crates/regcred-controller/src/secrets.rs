@@ -12,6 +12,7 @@ use kube::api::{DeleteParams, Patch, PatchParams, PostParams, Preconditions};
 use regcred_api::DeletionPolicy;
 use regcred_api::names::{FIELD_MANAGER, GROUP, MANAGED_BY, MANAGED_LABEL, OWNER_ANNOTATION};
 
+use crate::cached_secret::CachedSecret;
 use crate::credential::Credential;
 use crate::error::Error;
 use crate::signing::Signer;
@@ -155,7 +156,7 @@ pub(crate) async fn ensure(
 /// Deletes a managed Secret that is no longer wanted (namespace no longer targeted, or the
 /// Secret was renamed), guarded by its UID and resourceVersion: a replacement, or a
 /// version the cache has not seen, is never deleted (the next event brings it back here).
-pub(crate) async fn remove(client: &Client, secret: &Secret) -> Result<(), Error> {
+pub(crate) async fn remove(client: &Client, secret: &CachedSecret) -> Result<(), Error> {
     let namespace = secret.metadata.namespace.as_deref().unwrap_or_default();
     let name = secret.metadata.name.as_deref().unwrap_or_default();
     let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
@@ -365,11 +366,16 @@ mod tests {
             )
         }
 
+        /// As the cache holds it, and as a write compares it.
         fn cached(secret: &Secret) -> Secret {
+            cached_form(secret).to_secret()
+        }
+
+        fn cached_form(secret: &Secret) -> CachedSecret {
             let mut s = secret.clone();
             s.metadata.resource_version = Some("41".into());
             s.metadata.uid = Some("secret-uid".into());
-            s
+            CachedSecret::from(s)
         }
 
         #[tokio::test]
@@ -448,7 +454,7 @@ mod tests {
         #[tokio::test]
         async fn removal_is_preconditioned_and_a_gone_secret_is_fine() {
             let (client, mut server) = api_mock::client();
-            let have = cached(&want());
+            let have = cached_form(&want());
             let (removed, sent) = tokio::join!(
                 remove(&client, &have),
                 server.answer(StatusCode::NOT_FOUND, status(404, "NotFound"))

@@ -14,7 +14,8 @@ use regcred_api::names::{FIELD_MANAGER, SA_ENTRIES_ANNOTATION};
 use tracing::{debug, info, instrument, warn};
 
 use crate::cached_account::CachedServiceAccount;
-use crate::context::{Context, ObjectKey, RetryKey, Stores, owner_of};
+use crate::cached_secret::PullSecret;
+use crate::context::{Context, ObjectKey, RetryKey, Stores};
 use crate::credential::{Credential, CredentialId};
 use crate::error::Error;
 use crate::metrics::ControllerName;
@@ -153,7 +154,7 @@ pub(crate) fn plan_for(stores: &Stores, sa: &CachedServiceAccount, pointing: Poi
         // still wins, so a Secret deleted by hand and restored causes no churn here.
         let in_place = stores
             .managed_secret(&namespace, &secret)
-            .is_some_and(|s| owner_of(&s).as_deref() == Some(key.as_str()));
+            .is_some_and(|s| s.owner() == Some(key.as_str()));
         let kept = recorded.get(&secret) == Some(&key);
         if stores.winner(&namespace, &secret).as_ref() != Some(&id) {
             return;
@@ -211,8 +212,7 @@ fn due(
     use regcred_api::condition_reasons as reasons;
     if let Some(existing) = stores.labelled_secret(namespace, secret) {
         let key = id.to_string();
-        return stores.signer.is_managed(&existing)
-            && owner_of(&existing).as_deref() == Some(key.as_str());
+        return stores.signer.is_managed(&*existing) && existing.owner() == Some(key.as_str());
     }
     if stores.named.seen(namespace, secret) == Some(Seen::Foreign) {
         return false;

@@ -18,13 +18,12 @@ use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, PostParams};
 use kube::{Client, ResourceExt};
-use regcred_api::names::{FIELD_MANAGER, MANAGED_BY, OWNER_ANNOTATION};
-use regcred_providers::dockerconfig::{
-    SECRET_KEY as DOCKER_CONFIG_KEY, SECRET_TYPE as DOCKER_CONFIG_TYPE,
-};
+use regcred_api::names::{FIELD_MANAGER, MANAGED_BY};
+use regcred_providers::dockerconfig::SECRET_TYPE as DOCKER_CONFIG_TYPE;
 use sha2::Sha256;
 use tracing::info;
 
+use crate::cached_secret::PullSecret;
 use crate::error::Error;
 
 pub(crate) const OWNER_SIGNATURE_ANNOTATION: &str = "regcred.io/owner-signature";
@@ -131,37 +130,26 @@ impl Signer {
         mac
     }
 
-    fn owner_parts(secret: &Secret) -> Option<[Vec<u8>; 3]> {
+    fn owner_parts(secret: &impl PullSecret) -> Option<[Vec<u8>; 3]> {
+        let meta = secret.meta();
         Some([
-            secret.metadata.namespace.clone()?.into_bytes(),
-            secret.metadata.name.clone()?.into_bytes(),
-            secret
-                .annotations()
-                .get(OWNER_ANNOTATION)?
-                .clone()
-                .into_bytes(),
+            meta.namespace.clone()?.into_bytes(),
+            meta.name.clone()?.into_bytes(),
+            secret.owner()?.as_bytes().to_vec(),
         ])
     }
 
-    fn content_parts(secret: &Secret) -> Option<Vec<Vec<u8>>> {
+    fn content_parts(secret: &impl PullSecret) -> Option<Vec<Vec<u8>>> {
         let annotation = |key: &str| {
             secret
-                .annotations()
-                .get(key)
-                .cloned()
+                .annotation(key)
                 .unwrap_or_default()
-                .into_bytes()
+                .as_bytes()
+                .to_vec()
         };
         let mut parts = Self::owner_parts(secret)?.to_vec();
-        parts.push(secret.type_.clone().unwrap_or_default().into_bytes());
-        parts.push(
-            secret
-                .data
-                .as_ref()
-                .and_then(|d| d.get(DOCKER_CONFIG_KEY))
-                .map(|v| v.0.clone())
-                .unwrap_or_default(),
-        );
+        parts.push(secret.secret_type().unwrap_or_default().as_bytes().to_vec());
+        parts.push(secret.docker_config().unwrap_or_default().to_vec());
         for key in [
             ISSUED_AT_ANNOTATION,
             EXPIRES_AT_ANNOTATION,
@@ -178,12 +166,7 @@ impl Signer {
         format!("{SCHEME}:{}", hex::encode(tag))
     }
 
-    fn verify(
-        &self,
-        domain: &str,
-        parts: Option<Vec<Vec<u8>>>,
-        signature: Option<&String>,
-    ) -> bool {
+    fn verify(&self, domain: &str, parts: Option<Vec<Vec<u8>>>, signature: Option<&str>) -> bool {
         let (Some(parts), Some(signature)) = (parts, signature) else {
             return false;
         };
@@ -217,28 +200,31 @@ impl Signer {
     /// Whether regcred created this Secret for the owner it names: the owner signature
     /// holds and the type is one regcred writes (a type cannot change, so a Secret of
     /// another type was made by someone else, whatever its annotations say).
-    pub(crate) fn is_managed(&self, secret: &Secret) -> bool {
-        secret.type_.as_deref() == Some(DOCKER_CONFIG_TYPE)
+    pub(crate) fn is_managed(&self, secret: &impl PullSecret) -> bool {
+        secret.secret_type() == Some(DOCKER_CONFIG_TYPE)
             && self.verify(
                 "owner",
                 Self::owner_parts(secret).map(|p| p.to_vec()),
-                secret.annotations().get(OWNER_SIGNATURE_ANNOTATION),
+                secret.annotation(OWNER_SIGNATURE_ANNOTATION),
             )
     }
 
     /// Whether the data and timing annotations are exactly as regcred wrote them.
-    pub(crate) fn content_intact(&self, secret: &Secret) -> bool {
+    pub(crate) fn content_intact(&self, secret: &impl PullSecret) -> bool {
         self.is_managed(secret)
             && self.verify(
                 "content",
                 Self::content_parts(secret),
-                secret.annotations().get(CONTENT_SIGNATURE_ANNOTATION),
+                secret.annotation(CONTENT_SIGNATURE_ANNOTATION),
             )
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use regcred_api::names::OWNER_ANNOTATION;
+    use regcred_providers::dockerconfig::SECRET_KEY as DOCKER_CONFIG_KEY;
+
     use super::*;
 
     fn secret() -> Secret {

@@ -15,7 +15,8 @@ use std::sync::{Arc, Mutex};
 
 use crate::account_queue::AccountQueue;
 use crate::cached_account::CachedServiceAccount;
-use crate::context::{CacheLag, ObjectKey, Stores, owner_of};
+use crate::cached_secret::{CachedSecret, PullSecret};
+use crate::context::{CacheLag, ObjectKey, Stores};
 use crate::credential::{Credential, CredentialId, Kind};
 use crate::service_accounts;
 
@@ -295,7 +296,7 @@ impl Triggers {
 
     /// A managed Secret changed or was deleted: restore it, let a waiting credential take
     /// the name over, and recheck the ServiceAccounts that list it.
-    pub(crate) fn on_managed_secret(&self, event: &Event<Secret>) {
+    pub(crate) fn on_managed_secret(&self, event: &Event<CachedSecret>) {
         match touched(event) {
             Some(Some(secret)) => {
                 let ns = secret.namespace().unwrap_or_default();
@@ -310,7 +311,7 @@ impl Triggers {
                 if deleted {
                     let _ = self.namespaces.unbounded_send(ns.clone());
                 }
-                if let Some(owner) = owner_of(secret).as_deref().and_then(CredentialId::parse) {
+                if let Some(owner) = secret.owner().and_then(CredentialId::parse) {
                     self.credential(&owner);
                 }
                 self.credentials_in(&ns);
