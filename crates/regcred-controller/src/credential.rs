@@ -73,7 +73,21 @@ impl fmt::Display for CredentialId {
 /// What targeting needs to know of a namespace.
 pub(crate) struct NamespaceView<'a> {
     pub(crate) name: &'a str,
+    /// As cached: without [`NAME_LABEL`], which [`NamespaceView::label`] adds back.
     pub(crate) labels: Option<&'a BTreeMap<String, String>>,
+}
+
+/// The label the API server sets on every namespace, to its name (immutable). Not cached:
+/// on most namespaces it is the only label, and a label map costs a 544-byte tree node.
+pub(crate) const NAME_LABEL: &str = "kubernetes.io/metadata.name";
+
+impl<'a> NamespaceView<'a> {
+    pub(crate) fn label(&self, key: &str) -> Option<&'a str> {
+        if key == NAME_LABEL {
+            return Some(self.name);
+        }
+        self.labels?.get(key).map(String::as_str)
+    }
 }
 
 /// Behaviour both kinds share.
@@ -173,7 +187,7 @@ impl Credential for ClusterRegistryCredential {
         }
         match (&targets.names, &targets.selector) {
             (Some(names), _) => names.iter().any(|n| n == namespace.name),
-            (None, Some(sel)) => selector::matches(sel, namespace.labels),
+            (None, Some(sel)) => selector::matches_by(sel, |key| namespace.label(key)),
             (None, None) => true,
         }
     }
@@ -207,5 +221,27 @@ mod tests {
         ] {
             assert_eq!(CredentialId::parse(bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn selectors_see_the_name_label_the_cache_leaves_out() {
+        let credential: ClusterRegistryCredential = serde_json::from_value(serde_json::json!({
+            "apiVersion": "regcred.io/v1alpha1",
+            "kind": "ClusterRegistryCredential",
+            "metadata": {"name": "harbor"},
+            "spec": {
+                "registries": [],
+                "namespaces": {"selector": {"matchExpressions": [
+                    {"key": NAME_LABEL, "operator": "In", "values": ["team-a"]},
+                    {"key": "tier", "operator": "NotIn", "values": ["test"]},
+                ]}},
+            },
+        }))
+        .unwrap();
+        let test = BTreeMap::from([("tier".to_owned(), "test".to_owned())]);
+        let view = |name, labels| NamespaceView { name, labels };
+        assert!(credential.covers_namespace(&view("team-a", None)));
+        assert!(!credential.covers_namespace(&view("team-b", None)));
+        assert!(!credential.covers_namespace(&view("team-a", Some(&test))));
     }
 }

@@ -24,7 +24,7 @@ use crate::cached_secret::CachedSecret;
 use crate::context::{
     Backoff as RetryBackoff, CacheLag, Context, ObjectKey, ReadyGate, Remembered, RetryKey, Stores,
 };
-use crate::credential::Credential;
+use crate::credential::{Credential, NAME_LABEL};
 use crate::error::Error;
 use crate::lease::{self, LeaseSettings};
 use crate::metrics::{CredentialSource, Metrics};
@@ -227,11 +227,15 @@ pub async fn run(client: Client, config: Config) -> Result<(), Error> {
         all.clone(),
     )
     .backoff(WatchBackoff::default())
-    // Only names, labels and deletion are read.
+    // Only names, labels and deletion are read; the name label is the name.
     .modify(|ns| {
         let meta = &mut ns.metadata;
         (meta.managed_fields, meta.annotations) = (None, None);
         (meta.uid, meta.resource_version, ns.types) = (None, None, None);
+        if let Some(labels) = &mut meta.labels {
+            labels.remove(NAME_LABEL);
+        }
+        meta.labels = meta.labels.take().filter(|l| !l.is_empty());
     })
     .reflect(namespaces_writer)
     .inspect_ok(listed(&gate, "namespaces"))

@@ -6,18 +6,24 @@ use regcred_api::{Selector, SelectorOperator};
 
 /// Whether `labels` satisfy every requirement of `selector` (an empty selector matches all).
 pub(crate) fn matches(selector: &Selector, labels: Option<&BTreeMap<String, String>>) -> bool {
-    let empty = BTreeMap::new();
-    let labels = labels.unwrap_or(&empty);
+    matches_by(selector, |key| labels?.get(key).map(String::as_str))
+}
+
+/// [`matches`], with the labels given by a lookup.
+pub(crate) fn matches_by<'a>(selector: &Selector, label: impl Fn(&str) -> Option<&'a str>) -> bool {
     let labels_match = selector
         .match_labels
         .iter()
-        .all(|(key, value)| labels.get(key) == Some(value));
+        .all(|(key, value)| label(key) == Some(value.as_str()));
+    let listed = |req: &regcred_api::SelectorRequirement, value: Option<&str>| {
+        value.is_some_and(|v| req.values.iter().any(|listed| listed == v))
+    };
     labels_match
         && selector.match_expressions.iter().all(|req| {
-            let value = labels.get(&req.key);
+            let value = label(&req.key);
             match req.operator {
-                SelectorOperator::In => value.is_some_and(|v| req.values.contains(v)),
-                SelectorOperator::NotIn => !value.is_some_and(|v| req.values.contains(v)),
+                SelectorOperator::In => listed(req, value),
+                SelectorOperator::NotIn => !listed(req, value),
                 SelectorOperator::Exists => value.is_some(),
                 SelectorOperator::DoesNotExist => value.is_none(),
             }
