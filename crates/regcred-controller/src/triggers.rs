@@ -10,7 +10,7 @@ use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher::Event;
 use regcred_api::{ClusterRegistryCredential, RegistryCredential};
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use crate::account_queue::AccountQueue;
@@ -49,7 +49,39 @@ pub(crate) struct Triggers {
 type SeenCredential = (Option<i64>, bool);
 
 /// Namespace → names of its ServiceAccounts, as the watch delivered them.
-pub(crate) type AccountIndex = HashMap<String, BTreeSet<String>>;
+pub(crate) type AccountIndex = HashMap<String, Names>;
+
+/// A namespace's ServiceAccount names, sorted: a few per namespace, where a set's tree
+/// node alone would cost hundreds of bytes each.
+#[derive(Debug, Default)]
+pub(crate) struct Names(Vec<String>);
+
+impl Names {
+    fn insert(&mut self, name: String) {
+        if let Err(at) = self.0.binary_search(&name) {
+            self.0.insert(at, name);
+        }
+    }
+
+    fn remove(&mut self, name: &str) {
+        if let Ok(at) = self.0.binary_search_by(|n| n.as_str().cmp(name)) {
+            self.0.remove(at);
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl<'a> IntoIterator for &'a Names {
+    type Item = &'a String;
+    type IntoIter = std::slice::Iter<'a, String>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter()
+    }
+}
 
 /// The object an event is about; a re-list's end is reported as `None`.
 fn touched<K>(event: &Event<K>) -> Option<Option<&K>> {
@@ -364,4 +396,24 @@ fn reads_source<C: Credential>(credential: &C, namespace: &str, name: &str) -> b
                     == Some(namespace)
         });
     statics || keys
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_stay_sorted_and_unique() {
+        let mut names = Names::default();
+        for name in ["c", "a", "b", "a"] {
+            names.insert(name.to_owned());
+        }
+        names.remove("b");
+        names.remove("missing");
+        let listed: Vec<&String> = names.into_iter().collect();
+        assert_eq!(listed, ["a", "c"]);
+        names.remove("a");
+        names.remove("c");
+        assert!(names.is_empty());
+    }
 }
