@@ -9,10 +9,14 @@ use std::collections::BTreeMap;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use kube::core::{NamespaceResourceScope, ObjectMeta};
-use regcred_api::names::{GROUP, OWNER_ANNOTATION};
+use regcred_api::names::{GROUP, MANAGED_BY, MANAGED_LABEL, OWNER_ANNOTATION};
 use serde::Deserialize;
 
-use crate::secrets::DOCKER_CONFIG_KEY;
+use crate::secrets::{DOCKER_CONFIG_KEY, DOCKER_CONFIG_TYPE, MANAGED_BY_LABEL};
+use crate::signing::{
+    CONTENT_SIGNATURE_ANNOTATION, EXPIRES_AT_ANNOTATION, INPUTS_ANNOTATION, ISSUED_AT_ANNOTATION,
+    OWNER_SIGNATURE_ANNOTATION,
+};
 
 /// What regcred reads of a pull Secret, whole or cached: signatures are checked, and
 /// owners compared, on either.
@@ -53,9 +57,9 @@ impl PullSecret for Secret {
 #[serde(from = "Secret")]
 pub(crate) struct CachedSecret {
     pub(crate) metadata: ObjectMeta,
-    labels: Box<[(String, String)]>,
-    annotations: Box<[(String, String)]>,
-    type_: Option<String>,
+    labels: Box<[(Text, Text)]>,
+    annotations: Box<[(Text, Text)]>,
+    type_: Option<Text>,
     docker_config: Option<Box<[u8]>>,
 }
 
@@ -63,13 +67,39 @@ pub(crate) struct CachedSecret {
 fn regcred_sets(key: &str) -> bool {
     key.strip_prefix(GROUP)
         .is_some_and(|rest| rest.starts_with('/'))
-        || key == "app.kubernetes.io/managed-by"
+        || key == MANAGED_BY_LABEL
 }
 
-fn kept(map: Option<BTreeMap<String, String>>) -> Box<[(String, String)]> {
+/// A string as cached: the keys, label values and type every managed Secret repeats are
+/// not allocated once per Secret.
+type Text = Cow<'static, str>;
+
+const COMMON: [&str; 11] = [
+    MANAGED_LABEL,
+    MANAGED_BY_LABEL,
+    "true",
+    MANAGED_BY,
+    OWNER_ANNOTATION,
+    OWNER_SIGNATURE_ANNOTATION,
+    CONTENT_SIGNATURE_ANNOTATION,
+    ISSUED_AT_ANNOTATION,
+    EXPIRES_AT_ANNOTATION,
+    INPUTS_ANNOTATION,
+    DOCKER_CONFIG_TYPE,
+];
+
+fn interned(text: String) -> Text {
+    match COMMON.iter().find(|common| **common == text) {
+        Some(common) => Cow::Borrowed(common),
+        None => Cow::Owned(text),
+    }
+}
+
+fn kept(map: Option<BTreeMap<String, String>>) -> Box<[(Text, Text)]> {
     map.into_iter()
         .flatten()
         .filter(|(k, _)| regcred_sets(k))
+        .map(|(k, v)| (interned(k), interned(v)))
         .collect()
 }
 
@@ -100,7 +130,7 @@ impl From<Secret> for CachedSecret {
             },
             labels: kept(labels),
             annotations: kept(annotations),
-            type_: secret.type_,
+            type_: secret.type_.map(interned),
             docker_config,
         }
     }
@@ -109,14 +139,21 @@ impl From<Secret> for CachedSecret {
 impl CachedSecret {
     /// The Secret as far as cached: what an update compares and patches.
     pub(crate) fn to_secret(&self) -> Secret {
-        let map = |pairs: &[(String, String)]| Some(pairs.iter().cloned().collect());
+        let map = |pairs: &[(Text, Text)]| {
+            Some(
+                pairs
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            )
+        };
         Secret {
             metadata: ObjectMeta {
                 labels: map(&self.labels),
                 annotations: map(&self.annotations),
                 ..self.metadata.clone()
             },
-            type_: self.type_.clone(),
+            type_: self.type_.as_deref().map(str::to_owned),
             data: self.docker_config.as_ref().map(|bytes| {
                 BTreeMap::from([(DOCKER_CONFIG_KEY.to_owned(), ByteString(bytes.to_vec()))])
             }),
@@ -130,7 +167,7 @@ impl PullSecret for CachedSecret {
         self.annotations
             .iter()
             .find(|(k, _)| k == key)
-            .map(|(_, v)| v.as_str())
+            .map(|(_, v)| v.as_ref())
     }
 
     fn secret_type(&self) -> Option<&str> {
@@ -227,6 +264,14 @@ mod tests {
         assert_eq!(cached.annotation("regcred.iox/look-alike"), None);
         assert_eq!(cached.docker_config(), Some(&b"{}"[..]));
         assert_eq!(cached.secret_type(), secret.secret_type());
+        // What every managed Secret repeats is shared, not allocated per Secret.
+        assert!(matches!(cached.type_, Some(Cow::Borrowed(_))));
+        assert!(
+            cached
+                .labels
+                .iter()
+                .all(|(k, v)| { matches!((k, v), (Cow::Borrowed(_), Cow::Borrowed(_))) })
+        );
         assert_eq!(CachedSecret::kind(&()), "Secret");
         assert_eq!(CachedSecret::plural(&()), "secrets");
 

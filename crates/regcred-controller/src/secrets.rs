@@ -22,6 +22,9 @@ pub(crate) use regcred_providers::dockerconfig::{
     SECRET_KEY as DOCKER_CONFIG_KEY, SECRET_TYPE as DOCKER_CONFIG_TYPE,
 };
 
+/// The well-known label naming the tool that manages an object.
+pub(crate) const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
+
 /// What happened to one namespace's Secret.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Outcome {
@@ -43,10 +46,7 @@ pub(crate) fn desired<C: Credential>(
 ) -> Secret {
     let labels = BTreeMap::from([
         (MANAGED_LABEL.to_owned(), "true".to_owned()),
-        (
-            "app.kubernetes.io/managed-by".to_owned(),
-            MANAGED_BY.to_owned(),
-        ),
+        (MANAGED_BY_LABEL.to_owned(), MANAGED_BY.to_owned()),
     ]);
     let mut annotations = annotations.clone();
     annotations.insert(OWNER_ANNOTATION.to_owned(), credential.id().to_string());
