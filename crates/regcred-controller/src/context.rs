@@ -5,9 +5,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::{Namespace, Secret};
+use k8s_openapi::api::core::v1::Secret;
 use kube::Client;
-use kube::core::PartialObjectMeta;
 use kube::runtime::events::Recorder;
 use kube::runtime::reflector::{ObjectRef, Store};
 use regcred_api::{ClusterRegistryCredential, RegistryCredential};
@@ -15,8 +14,9 @@ use tokio::sync::watch;
 
 use crate::cached_account::CachedServiceAccount;
 use crate::cached_secret::{CachedSecret, PullSecret};
-use crate::credential::{Credential, CredentialId, Kind, NamespaceView};
+use crate::credential::{Credential, CredentialId, Kind};
 use crate::named_secrets::NamedSecrets;
+use crate::namespace_cache::Namespaces;
 use crate::signing::Signer;
 use crate::targets::{Claim, winner};
 
@@ -25,7 +25,7 @@ use crate::targets::{Claim, winner};
 pub(crate) struct Stores {
     pub(crate) credentials: Store<RegistryCredential>,
     pub(crate) cluster_credentials: Store<ClusterRegistryCredential>,
-    pub(crate) namespaces: Store<PartialObjectMeta<Namespace>>,
+    pub(crate) namespaces: Namespaces,
     pub(crate) service_accounts: Store<CachedServiceAccount>,
     /// Secrets labelled managed: regcred's own and look-alikes; [`Stores::managed_secret`]
     /// tells them apart.
@@ -46,13 +46,6 @@ impl Stores {
         let _ = self.ready.clone().wait_for(|ready| *ready).await;
     }
 
-    /// A namespace that exists and is not being deleted.
-    pub(crate) fn live_namespace(&self, name: &str) -> Option<Arc<PartialObjectMeta<Namespace>>> {
-        self.namespaces
-            .get(&ObjectRef::new(name))
-            .filter(|ns| ns.metadata.deletion_timestamp.is_none())
-    }
-
     /// The live namespaces `credential` covers, sorted.
     pub(crate) fn target_namespaces<C: Credential>(&self, credential: &C) -> Vec<String> {
         let mut names: Vec<String> = match C::KIND {
@@ -60,23 +53,12 @@ impl Stores {
                 .meta()
                 .namespace
                 .iter()
-                .filter(|ns| self.live_namespace(ns).is_some())
+                .filter(|ns| self.namespaces.is_live(ns))
                 .cloned()
                 .collect(),
             Kind::Cluster => self
                 .namespaces
-                .state()
-                .iter()
-                .filter(|ns| ns.metadata.deletion_timestamp.is_none())
-                .filter_map(|ns| {
-                    let name = ns.metadata.name.as_deref()?;
-                    let view = NamespaceView {
-                        name,
-                        labels: ns.metadata.labels.as_ref(),
-                    };
-                    credential.covers_namespace(&view).then(|| name.to_owned())
-                })
-                .collect(),
+                .live_names(|view| credential.covers_namespace(view)),
         };
         names.sort();
         names
@@ -84,14 +66,11 @@ impl Stores {
 
     /// Whether `credential` covers the live namespace `namespace`.
     pub(crate) fn covers<C: Credential>(&self, credential: &C, namespace: &str) -> bool {
-        let Some(ns) = self.live_namespace(namespace) else {
-            return false;
-        };
-        let view = NamespaceView {
-            name: namespace,
-            labels: ns.metadata.labels.as_ref(),
-        };
-        credential.meta().deletion_timestamp.is_none() && credential.covers_namespace(&view)
+        credential.meta().deletion_timestamp.is_none()
+            && self
+                .namespaces
+                .view(namespace, |view| credential.covers_namespace(view))
+                .unwrap_or(false)
     }
 
     /// Every credential that wants a Secret named `secret` in `namespace`.

@@ -27,6 +27,7 @@ mod lease;
 mod metrics;
 mod minting;
 mod named_secrets;
+mod namespace_cache;
 mod namespace_writes;
 mod pull_secrets;
 mod reconcile;

@@ -152,7 +152,7 @@ impl Drop for Claim<'_> {
 /// Failures are left to the credential's reconcile, which the same event triggers.
 pub(crate) async fn write_namespace(ctx: Arc<Context>, namespace: String) {
     ctx.stores.wait_ready().await;
-    if !ctx.is_leader() || ctx.stores.live_namespace(&namespace).is_none() {
+    if !ctx.is_leader() || !ctx.stores.namespaces.is_live(&namespace) {
         return;
     }
     for credential in ctx.stores.credentials.state() {

@@ -24,11 +24,12 @@ use crate::cached_secret::CachedSecret;
 use crate::context::{
     Backoff as RetryBackoff, CacheLag, Context, ObjectKey, ReadyGate, Remembered, RetryKey, Stores,
 };
-use crate::credential::{Credential, NAME_LABEL};
+use crate::credential::Credential;
 use crate::error::Error;
 use crate::lease::{self, LeaseSettings};
 use crate::metrics::{CredentialSource, Metrics};
 use crate::named_secrets::NamedSecrets;
+use crate::namespace_cache::Namespaces;
 use crate::namespace_writes::{self, Prepared, Writing};
 use crate::signing::Signer;
 use crate::triggers::Triggers;
@@ -82,7 +83,7 @@ pub async fn run(client: Client, config: Config) -> Result<(), Error> {
     let (leading_tx, leading) = watch::channel(config.leader_election.is_none());
     let (credentials, credentials_writer) = reflector::store();
     let (cluster_credentials, cluster_credentials_writer) = reflector::store();
-    let (namespaces, namespaces_writer) = reflector::store();
+    let namespaces = Namespaces::default();
     let (service_accounts, service_accounts_writer) = reflector::store();
     let (managed_secrets, managed_secrets_writer) = reflector::store();
     let (source_secrets, source_secrets_writer) = reflector::store();
@@ -91,7 +92,7 @@ pub async fn run(client: Client, config: Config) -> Result<(), Error> {
         ready: ready.clone(),
         credentials: credentials.clone(),
         cluster_credentials: cluster_credentials.clone(),
-        namespaces,
+        namespaces: namespaces.clone(),
         service_accounts: service_accounts.clone(),
         managed_secrets,
         source_secrets,
@@ -227,17 +228,7 @@ pub async fn run(client: Client, config: Config) -> Result<(), Error> {
         all.clone(),
     )
     .backoff(WatchBackoff::default())
-    // Only names, labels and deletion are read; the name label is the name.
-    .modify(|ns| {
-        let meta = &mut ns.metadata;
-        (meta.managed_fields, meta.annotations) = (None, None);
-        (meta.uid, meta.resource_version, ns.types) = (None, None, None);
-        if let Some(labels) = &mut meta.labels {
-            labels.remove(NAME_LABEL);
-        }
-        meta.labels = meta.labels.take().filter(|l| !l.is_empty());
-    })
-    .reflect(namespaces_writer)
+    .inspect_ok(move |e| namespaces.apply(e))
     .inspect_ok(listed(&gate, "namespaces"))
     .inspect_ok(move |e| t.on_namespace(e));
     // Only the Secrets regcred wrote and the ones opted in as sources: never all Secrets.

@@ -46,7 +46,7 @@ pub(crate) async fn reconcile(
 /// Reconciles one ServiceAccount's `imagePullSecrets` (the leader, caches listed).
 async fn sync(sa: Arc<CachedServiceAccount>, ctx: Arc<Context>) -> Result<Action, Error> {
     let namespace = sa.namespace().unwrap_or_default();
-    if ctx.stores.live_namespace(&namespace).is_none() {
+    if !ctx.stores.namespaces.is_live(&namespace) {
         return Ok(Action::await_change());
     }
     let api: Api<ServiceAccount> = Api::namespaced(ctx.client.clone(), &namespace);
@@ -115,7 +115,7 @@ pub(crate) fn needs_reconcile(stores: &Stores, sa: &CachedServiceAccount) -> boo
             .metadata
             .namespace
             .as_deref()
-            .is_some_and(|ns| stores.live_namespace(ns).is_some())
+            .is_some_and(|ns| stores.namespaces.is_live(ns))
         && changes(sa, &plan_for(stores, sa, Pointing::InPlace))
 }
 

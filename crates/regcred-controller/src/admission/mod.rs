@@ -234,7 +234,7 @@ mod tests {
     fn stores(reason: &str) -> Stores {
         let (credentials, _) = reflector::store();
         let (cluster_credentials, mut cluster) = reflector::store();
-        let (namespaces, mut ns) = reflector::store();
+        let namespaces = crate::namespace_cache::Namespaces::default();
         let (service_accounts, mut sas) = reflector::store();
         let (managed_secrets, _) = reflector::store();
         let (source_secrets, _) = reflector::store();
@@ -264,7 +264,7 @@ mod tests {
             name: Some("team-a".into()),
             ..Default::default()
         };
-        ns.apply_watcher_event(&Event::Apply(meta.into_response_partial::<Namespace>()));
+        namespaces.apply(&Event::Apply(meta.into_response_partial::<Namespace>()));
         sas.apply_watcher_event(&Event::Apply(CachedServiceAccount::from(account())));
         Stores {
             credentials,

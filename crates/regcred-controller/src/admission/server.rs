@@ -69,7 +69,7 @@ impl Webhook {
         };
         let deadline = Instant::now() + CACHE_WAIT;
         let stores = &self.stores;
-        let namespace_known = || stores.live_namespace(namespace).is_some();
+        let namespace_known = || stores.namespaces.is_live(namespace);
         match (
             self.mode,
             request.kind.group.as_str(),
