@@ -3,10 +3,8 @@
 //! (at 5,000 namespaces, 17,000 of them); an annotation map alone holds a whole tree node
 //! of over 500 bytes, for the two values read here.
 
-use std::borrow::Cow;
-
 use k8s_openapi::api::core::v1::{LocalObjectReference, ServiceAccount};
-use kube::core::{NamespaceResourceScope, ObjectMeta};
+use kube::core::ObjectMeta;
 use regcred_api::names::SA_ENTRIES_ANNOTATION;
 use serde::Deserialize;
 
@@ -58,34 +56,11 @@ impl From<ServiceAccount> for CachedServiceAccount {
     }
 }
 
-impl kube::Resource for CachedServiceAccount {
-    type DynamicType = ();
-    type Scope = NamespaceResourceScope;
-
-    fn kind(_: &()) -> Cow<'_, str> {
-        "ServiceAccount".into()
-    }
-
-    fn group(_: &()) -> Cow<'_, str> {
-        "".into()
-    }
-
-    fn version(_: &()) -> Cow<'_, str> {
-        "v1".into()
-    }
-
-    fn plural(_: &()) -> Cow<'_, str> {
-        "serviceaccounts".into()
-    }
-
-    fn meta(&self) -> &ObjectMeta {
-        &self.metadata
-    }
-
-    fn meta_mut(&mut self) -> &mut ObjectMeta {
-        &mut self.metadata
-    }
-}
+crate::cached_resource::core_v1_resource!(
+    CachedServiceAccount,
+    "ServiceAccount",
+    "serviceaccounts"
+);
 
 #[cfg(test)]
 mod tests {

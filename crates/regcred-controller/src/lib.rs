@@ -19,6 +19,7 @@ mod admission;
 #[cfg(test)]
 mod api_mock;
 mod cached_account;
+mod cached_resource;
 mod cached_secret;
 mod context;
 mod credential;
