@@ -133,8 +133,11 @@ epoch=${SOURCE_DATE_EPOCH:-$(git -C "$root" log -1 --format=%ct 2>/dev/null || e
   --format=posix --pax-option=exthdr.name=%d/PaxHeaders/%f,delete=atime,delete=ctime \
   etc lib lib64 usr)
 umoci raw add-layer --image "$layout:$tag" --history.created_by "hack/image.sh" "$work/layer.tar"
+# MIMALLOC_PURGE_DELAY=0: the allocator hands freed pages back at once rather than after
+# 10 ms; at 5,000 namespaces that is 5 MiB less peak RSS (docs/benchmarks.md, memory).
 umoci config --image "$layout:$tag" \
   --os linux --architecture amd64 \
+  --config.env MIMALLOC_PURGE_DELAY=0 \
   --config.user 65532:65532 \
   --config.entrypoint /usr/local/bin/regcred --config.cmd run \
   --config.workingdir / \
@@ -144,7 +147,7 @@ umoci config --image "$layout:$tag" \
   --config.label "org.opencontainers.image.revision=$commit" \
   --config.label "org.opencontainers.image.source=https://github.com/regcred/regcred" \
   --config.label "org.opencontainers.image.licenses=Apache-2.0" \
-  --history.created_by "hack/image.sh: user, entrypoint, labels"
+  --history.created_by "hack/image.sh: user, entrypoint, environment, labels"
 
 # Size as a registry stores it (compressed layer + config) and as unpacked on a node.
 manifest=$(python3 - "$layout" "$tag" <<'EOF'
