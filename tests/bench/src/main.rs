@@ -77,6 +77,10 @@ struct BenchArgs {
     /// ...and unrelated ServiceAccounts.
     #[arg(long, default_value_t = 2000)]
     ballast_service_accounts: usize,
+    /// Cold starts timed per contender and size (the median is reported): one alone is
+    /// at the mercy of a noisy 2-core machine.
+    #[arg(long, default_value_t = 3)]
+    cold_starts: usize,
     /// Namespaces each contender works on at once (regcred's default).
     #[arg(long, default_value_t = 16)]
     concurrency: usize,
@@ -112,6 +116,7 @@ async fn bench(bed: &'static TestBed, args: BenchArgs) -> anyhow::Result<()> {
         args.service_accounts >= 1,
         "--service-accounts counts `default`: at least 1"
     );
+    anyhow::ensure!(args.cold_starts >= 1, "--cold-starts: at least 1");
     let regcred_bin = std::env::var_os("REGCRED_BIN")
         .map(PathBuf::from)
         .ok_or_else(|| {
@@ -151,6 +156,7 @@ async fn bench(bed: &'static TestBed, args: BenchArgs) -> anyhow::Result<()> {
         regcred_bin,
         service_accounts: args.service_accounts,
         concurrency: args.concurrency,
+        cold_starts: args.cold_starts,
         idle: Duration::from_secs(args.idle_seconds),
         new_namespaces: args.new_namespaces,
         new_namespace_rate: args.new_namespace_rate,

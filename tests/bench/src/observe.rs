@@ -1,9 +1,9 @@
 //! What the bench sees, from watches of its own (as the admin, so its requests never count
-//! against a contender): when each ServiceAccount appeared, when it first listed a pull
+//! against a contender): when each ServiceAccount appeared, each time it came to list a pull
 //! Secret, and every version of the pull Secrets, with the digest of the password each held.
 //! Latencies come from these watch events, never from creation timestamps.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -28,8 +28,11 @@ pub(crate) struct Version {
 #[derive(Debug, Clone)]
 pub(crate) struct Account {
     pub(crate) appeared: Instant,
-    /// Pull Secret name → when the account was first seen listing it.
-    pub(crate) entries: HashMap<String, Instant>,
+    /// Pull Secret name → each time the account was seen coming to list it (an entry
+    /// removed and added again counts again: the bench undoes a contender's work).
+    pub(crate) entries: HashMap<String, Vec<Instant>>,
+    /// What its latest version lists.
+    listed: HashSet<String>,
 }
 
 #[derive(Default)]
@@ -113,12 +116,13 @@ impl Observer {
     }
 
     /// Per namespace, when its Secret `name` first held the password with this digest
-    /// (`None`: not yet).
+    /// at or after `since` (`None`: not yet).
     pub(crate) fn password_arrivals(
         &self,
         namespaces: &[String],
         name: &str,
         digest: &str,
+        since: Instant,
     ) -> Vec<Option<Instant>> {
         let seen = self.seen.lock().unwrap();
         namespaces
@@ -127,7 +131,7 @@ impl Observer {
                 seen.secrets
                     .get(&(ns.clone(), name.to_owned()))?
                     .iter()
-                    .find(|v| v.password.as_deref() == Some(digest))
+                    .find(|v| v.at >= since && v.password.as_deref() == Some(digest))
                     .map(|v| v.at)
             })
             .collect()
@@ -150,24 +154,27 @@ impl Observer {
     }
 
     /// Per ServiceAccount of these namespaces (at least `accounts_per_namespace` each),
-    /// when it first listed `entry`; `None` for one not yet listing it, or not yet seen.
+    /// when it came to list `entry` at or after `since`; `None` for one not yet listing it,
+    /// or not yet seen.
     pub(crate) fn entry_arrivals(
         &self,
         namespaces: &[String],
         accounts_per_namespace: usize,
         entry: &str,
+        since: Instant,
     ) -> Vec<Option<Instant>> {
         let seen = self.seen.lock().unwrap();
         let mut arrivals = vec![];
         for ns in namespaces {
             let accounts = seen.accounts.get(ns);
             let count = accounts.map_or(0, HashMap::len);
-            arrivals.extend(
-                accounts
-                    .into_iter()
-                    .flat_map(HashMap::values)
-                    .map(|a| a.entries.get(entry).copied()),
-            );
+            arrivals.extend(accounts.into_iter().flat_map(HashMap::values).map(|a| {
+                a.entries
+                    .get(entry)?
+                    .iter()
+                    .copied()
+                    .find(|at| *at >= since)
+            }));
             arrivals.extend((count..accounts_per_namespace).map(|_| None));
         }
         arrivals
@@ -182,7 +189,27 @@ impl Observer {
     ) -> Option<(Instant, Option<Instant>)> {
         let seen = self.seen.lock().unwrap();
         let account = seen.accounts.get(namespace)?.get(name)?;
-        Some((account.appeared, account.entries.get(entry).copied()))
+        let first = account.entries.get(entry).and_then(|times| times.first());
+        Some((account.appeared, first.copied()))
+    }
+
+    /// The names of the ServiceAccounts seen in `namespace`.
+    pub(crate) fn account_names(&self, namespace: &str) -> Vec<String> {
+        let seen = self.seen.lock().unwrap();
+        seen.accounts
+            .get(namespace)
+            .map(|accounts| accounts.keys().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Whether any ServiceAccount of these namespaces lists `entry` (as last seen).
+    pub(crate) fn any_listing(&self, namespaces: &[String], entry: &str) -> bool {
+        let seen = self.seen.lock().unwrap();
+        namespaces
+            .iter()
+            .filter_map(|ns| seen.accounts.get(ns))
+            .flat_map(HashMap::values)
+            .any(|a| a.listed.contains(entry))
     }
 
     /// How many ServiceAccounts these namespaces hold so far.
@@ -233,10 +260,18 @@ impl Seen {
             .or_insert_with(|| Account {
                 appeared: now,
                 entries: HashMap::new(),
+                listed: HashSet::new(),
             });
-        for entry in sa.image_pull_secrets.iter().flatten() {
-            account.entries.entry(entry.name.clone()).or_insert(now);
+        let listed: HashSet<String> = sa
+            .image_pull_secrets
+            .iter()
+            .flatten()
+            .map(|entry| entry.name.clone())
+            .collect();
+        for name in listed.difference(&account.listed) {
+            account.entries.entry(name.clone()).or_default().push(now);
         }
+        account.listed = listed;
     }
 
     fn secret(&mut self, secret: &Secret, server: &str) {

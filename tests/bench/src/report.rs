@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 
 use crate::contenders::Kind;
-use crate::results::RunResult;
+use crate::results::{Cold, RunResult};
 
 fn find(results: &[RunResult], kind: Kind, size: usize) -> Option<&RunResult> {
     results
@@ -14,6 +14,21 @@ fn find(results: &[RunResult], kind: Kind, size: usize) -> Option<&RunResult> {
 
 fn opt(value: Option<f64>, digits: usize) -> String {
     value.map_or("—".into(), |v| format!("{v:.digits$}"))
+}
+
+/// The median cold start, with the range of all of them when there were several.
+fn convergence(cold: &Cold) -> String {
+    let min = cold
+        .samples_seconds
+        .iter()
+        .copied()
+        .fold(f64::INFINITY, f64::min);
+    let max = cold.samples_seconds.iter().copied().fold(0.0, f64::max);
+    if cold.samples_seconds.len() > 1 {
+        format!("{:.2} ({min:.2}–{max:.2})", cold.seconds)
+    } else {
+        format!("{:.2}", cold.seconds)
+    }
 }
 
 fn conflicts(n: usize) -> String {
@@ -28,7 +43,7 @@ fn conflicts(n: usize) -> String {
 pub(crate) fn markdown(results: &[RunResult]) -> String {
     let mut out = String::new();
     out.push_str(
-        "| contender | namespaces × SAs | converge (s) | × limit | object writes / necessary | other writes | per-object GETs | unselected Secret lists | idle writes | restart: requests / writes | new ns: entry p50 / p95 / p99 (ms) | new ns: Secret p99 (ms) | rotation (s) | rotation writes | peak RSS (MiB) |\n",
+        "| contender | namespaces × SAs | converge (s): median (range) | × limit | object writes / necessary | other writes | per-object GETs | unselected Secret lists | idle writes | restart: requests / writes | new ns: entry p50 / p95 / p99 (ms) | new ns: Secret p99 (ms) | rotation (s) | rotation writes | peak RSS (MiB) |\n",
     );
     out.push_str("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
     for r in results {
@@ -57,11 +72,11 @@ pub(crate) fn markdown(results: &[RunResult]) -> String {
         });
         let _ = writeln!(
             out,
-            "| {} | {} × {} | {:.1} | {} | {}{} / {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} × {} | {} | {} | {}{} / {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             r.contender.name(),
             r.namespaces,
             r.service_accounts,
-            r.cold.seconds,
+            convergence(&r.cold),
             opt(ratio, 2),
             c.object_writes,
             conflicts(c.conflicts),
@@ -124,8 +139,8 @@ pub(crate) fn markdown(results: &[RunResult]) -> String {
             None,
         );
         row(
-            "convergence (s)",
-            format!("{:.1}", r.cold.seconds),
+            "convergence (s), median (range)",
+            convergence(&r.cold),
             "≤ 1.25 × limit",
             limit.map(|l| r.cold.seconds / l.cold.seconds.max(0.001)),
         );

@@ -1,5 +1,6 @@
 //! One contender at one size, through the scenarios in order, on namespaces of its own:
-//! cold convergence, steady state and a restart, new namespaces, a rotated source, and (for
+//! cold convergence (repeated: its work undone and the contender started again), steady
+//! state and a restart, new namespaces, a rotated source, and (for
 //! regcred) ECR tokens rotating over every namespace. Then its namespaces are deleted, so
 //! the next contender starts on the same cluster.
 
@@ -40,6 +41,8 @@ pub(crate) struct Bench {
     pub(crate) regcred_bin: PathBuf,
     pub(crate) service_accounts: usize,
     pub(crate) concurrency: usize,
+    /// Cold starts timed per run (the median is reported).
+    pub(crate) cold_starts: usize,
     pub(crate) idle: Duration,
     pub(crate) new_namespaces: usize,
     pub(crate) new_namespace_rate: f64,
@@ -84,7 +87,16 @@ impl Bench {
         self.until_accounts(&namespaces).await;
         println!("  seeded in {:.1}s", started.elapsed().as_secs_f64());
 
-        let cold = self.cold(&mut contender, &namespaces, &password).await;
+        let mut cold = self.cold(&mut contender, &namespaces, &password).await;
+        // The script way's run takes minutes at these sizes, and no target rests on it.
+        let starts = if kind.watches() { self.cold_starts } else { 1 };
+        for _ in 1..starts {
+            self.undo(&mut contender, &namespaces).await;
+            let seconds = self.converge(&mut contender, &namespaces, &password).await;
+            println!("  cold again: {seconds:.1}s");
+            cold.samples_seconds.push(seconds);
+        }
+        cold.seconds = median(&cold.samples_seconds);
         let mut result = RunResult {
             contender: kind,
             namespaces: size,
@@ -176,11 +188,36 @@ impl Bench {
         }
     }
 
+    /// The first cold start: its time and every request it made.
     async fn cold(&self, contender: &mut Contender, namespaces: &[String], password: &str) -> Cold {
         let kind = contender.kind;
         if kind == Kind::Regcred {
             apply_credential(&self.client, &contender.job).await;
         }
+        let mark = self.audit.mark();
+        let seconds = self.converge(contender, namespaces, password).await;
+        let requests = Requests::since(&self.audit, &mark, kind.user(), &contender.job.run);
+        let necessary_writes = namespaces.len() * (1 + self.service_accounts);
+        println!(
+            "  cold: {seconds:.1}s, {} object writes (necessary {necessary_writes}), {} requests",
+            requests.object_writes, requests.total
+        );
+        Cold {
+            seconds,
+            samples_seconds: vec![seconds],
+            necessary_writes,
+            requests,
+        }
+    }
+
+    /// Starts the contender and times it from its start to the last Secret and entry the
+    /// bench's watches see; returns once it made no request for [`QUIET`].
+    async fn converge(
+        &self,
+        contender: &mut Contender,
+        namespaces: &[String],
+        password: &str,
+    ) -> f64 {
         let password = digest(password);
         let accounts = self.service_accounts;
         let mark = self.audit.mark();
@@ -189,24 +226,38 @@ impl Bench {
         let last = self
             .until(contender, "every Secret and entry", |o| {
                 let secrets =
-                    all_arrived(&o.password_arrivals(namespaces, PULL_SECRET, &password))?;
-                let entries = all_arrived(&o.entry_arrivals(namespaces, accounts, PULL_SECRET))?;
+                    all_arrived(&o.password_arrivals(namespaces, PULL_SECRET, &password, started))?;
+                let entries =
+                    all_arrived(&o.entry_arrivals(namespaces, accounts, PULL_SECRET, started))?;
                 Some(secrets.max(entries))
             })
             .await;
-        let seconds = last.saturating_duration_since(started).as_secs_f64();
-        until_quiet(&self.audit, &mark, kind.user(), QUIET, self.timeout).await;
-        let requests = Requests::since(&self.audit, &mark, kind.user(), &contender.job.run);
-        let necessary_writes = namespaces.len() * (1 + accounts);
-        println!(
-            "  cold: {seconds:.1}s, {} object writes (necessary {necessary_writes}), {} requests",
-            requests.object_writes, requests.total
-        );
-        Cold {
-            seconds,
-            necessary_writes,
-            requests,
-        }
+        until_quiet(
+            &self.audit,
+            &mark,
+            contender.kind.user(),
+            QUIET,
+            self.timeout,
+        )
+        .await;
+        last.saturating_duration_since(started).as_secs_f64()
+    }
+
+    /// Stops the contender and takes its work back (as the admin), so that the next start
+    /// is cold again; returns once the bench's watches see every entry gone.
+    async fn undo(&self, contender: &mut Contender, namespaces: &[String]) {
+        contender.stop().await;
+        let work = namespaces
+            .iter()
+            .map(|ns| (ns.clone(), self.observer.account_names(ns)))
+            .collect();
+        seed::undo(&self.client, PULL_SECRET, work).await;
+        self.observer
+            .until(self.timeout, |o| {
+                (!o.any_listing(namespaces, PULL_SECRET)).then_some(())
+            })
+            .await
+            .expect("the bench's watches see the entries removed");
     }
 
     async fn steady(&self, contender: &mut Contender) -> Steady {
@@ -328,7 +379,7 @@ impl Bench {
         contender.nudge().await;
         let last = self
             .until(contender, "the new password everywhere", |o| {
-                all_arrived(&o.password_arrivals(namespaces, PULL_SECRET, &wanted))
+                all_arrived(&o.password_arrivals(namespaces, PULL_SECRET, &wanted, started))
             })
             .await;
         until_quiet(&self.audit, &mark, user, QUIET, self.timeout).await;
@@ -465,6 +516,13 @@ impl Bench {
             requests,
         }
     }
+}
+
+/// The middle value (of an odd count; the upper middle of an even one).
+fn median(samples: &[f64]) -> f64 {
+    let mut sorted = samples.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    sorted[sorted.len() / 2]
 }
 
 fn token_calls(calls: &[regcred_testkit::AwsCall]) -> usize {

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{Namespace, Secret, ServiceAccount};
-use kube::api::{DeleteParams, ListParams, PostParams};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use regcred_testkit::TestBed;
 use serde_json::json;
@@ -105,6 +105,38 @@ pub(crate) async fn create_namespace(client: Client, run: String, name: String, 
             .await
             .unwrap_or_else(|e| panic!("{name}/app-{i}: {e}"));
     }
+}
+
+/// Takes a contender's work back, so that its next start is cold again: per namespace
+/// (with its ServiceAccounts' names), the Secret `secret` deleted, and the ServiceAccounts'
+/// `imagePullSecrets` and regcred's record of them removed (the seeded ones had neither).
+pub(crate) async fn undo(client: &Client, secret: &str, namespaces: Vec<(String, Vec<String>)>) {
+    let patch = json!({
+        "metadata": {"annotations": {regcred_api::names::SA_ENTRIES_ANNOTATION: null}},
+        "imagePullSecrets": null,
+    });
+    futures::stream::iter(namespaces)
+        .map(|(namespace, accounts)| {
+            let secrets: Api<Secret> = Api::namespaced(client.clone(), &namespace);
+            let service_accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), &namespace);
+            let patch = &patch;
+            async move {
+                match secrets.delete(secret, &DeleteParams::default()).await {
+                    Ok(_) => {}
+                    Err(kube::Error::Api(e)) if e.code == 404 => {}
+                    Err(e) => panic!("delete {namespace}/{secret}: {e}"),
+                }
+                for account in accounts {
+                    service_accounts
+                        .patch(&account, &PatchParams::default(), &Patch::Merge(patch))
+                        .await
+                        .unwrap_or_else(|e| panic!("{namespace}/{account}: {e}"));
+                }
+            }
+        })
+        .buffer_unordered(SEED_CONCURRENCY)
+        .collect::<Vec<()>>()
+        .await;
 }
 
 /// Deletes a run's namespaces and waits until they are gone.

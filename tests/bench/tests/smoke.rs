@@ -64,6 +64,11 @@ fn the_benchmark_runs_at_a_small_size() {
             continue;
         }
         assert_eq!(
+            r["cold"]["samples_seconds"].as_array().map(Vec::len),
+            Some(3),
+            "{name}: three cold starts, the work undone between them"
+        );
+        assert_eq!(
             cold["object_writes"], r["cold"]["necessary_writes"],
             "{name}: cold writes are the necessary ones"
         );
