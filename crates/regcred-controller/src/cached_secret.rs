@@ -6,7 +6,6 @@
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 
-use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use kube::core::ObjectMeta;
 use regcred_api::names::{GROUP, MANAGED_BY, MANAGED_LABEL, OWNER_ANNOTATION};
@@ -21,6 +20,7 @@ use crate::signing::{
 /// What regcred reads of a pull Secret, whole or cached: signatures are checked, and
 /// owners compared, on either.
 pub(crate) trait PullSecret: kube::Resource<DynamicType = ()> {
+    fn label(&self, key: &str) -> Option<&str>;
     fn annotation(&self, key: &str) -> Option<&str>;
     fn secret_type(&self) -> Option<&str>;
     /// The `.dockerconfigjson` bytes.
@@ -33,6 +33,10 @@ pub(crate) trait PullSecret: kube::Resource<DynamicType = ()> {
 }
 
 impl PullSecret for Secret {
+    fn label(&self, key: &str) -> Option<&str> {
+        self.metadata.labels.as_ref()?.get(key).map(String::as_str)
+    }
+
     fn annotation(&self, key: &str) -> Option<&str> {
         self.metadata
             .annotations
@@ -137,7 +141,8 @@ impl From<Secret> for CachedSecret {
 }
 
 impl CachedSecret {
-    /// The Secret as far as cached: what an update compares and patches.
+    /// The Secret as far as cached.
+    #[cfg(test)]
     pub(crate) fn to_secret(&self) -> Secret {
         let map = |pairs: &[(Text, Text)]| {
             Some(
@@ -155,7 +160,10 @@ impl CachedSecret {
             },
             type_: self.type_.as_deref().map(str::to_owned),
             data: self.docker_config.as_ref().map(|bytes| {
-                BTreeMap::from([(DOCKER_CONFIG_KEY.to_owned(), ByteString(bytes.to_vec()))])
+                BTreeMap::from([(
+                    DOCKER_CONFIG_KEY.to_owned(),
+                    k8s_openapi::ByteString(bytes.to_vec()),
+                )])
             }),
             ..Secret::default()
         }
@@ -163,6 +171,13 @@ impl CachedSecret {
 }
 
 impl PullSecret for CachedSecret {
+    fn label(&self, key: &str) -> Option<&str> {
+        self.labels
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_ref())
+    }
+
     fn annotation(&self, key: &str) -> Option<&str> {
         self.annotations
             .iter()

@@ -613,8 +613,7 @@ pub(crate) async fn write_claimed<C: Credential>(
         payload.annotations,
         &ctx.stores.signer,
     );
-    let existing = existing.map(|s| s.to_secret());
-    let written = secrets::ensure(&ctx.client, &desired, existing.as_ref(), force).await;
+    let written = secrets::ensure(&ctx.client, &desired, existing.as_deref(), force).await;
     match &written {
         Ok(Outcome::Created | Outcome::Updated) => {
             ctx.unmanaged.forget(&key);

@@ -12,7 +12,7 @@ use kube::api::{DeleteParams, Patch, PatchParams, PostParams, Preconditions};
 use regcred_api::DeletionPolicy;
 use regcred_api::names::{FIELD_MANAGER, GROUP, MANAGED_BY, MANAGED_LABEL, OWNER_ANNOTATION};
 
-use crate::cached_secret::CachedSecret;
+use crate::cached_secret::{CachedSecret, PullSecret};
 use crate::credential::Credential;
 use crate::error::Error;
 use crate::signing::Signer;
@@ -76,47 +76,46 @@ pub(crate) fn desired<C: Credential>(
     secret
 }
 
-/// Whether `existing` differs from `desired` in anything regcred sets (pure).
-pub(crate) fn differs(existing: &Secret, desired: &Secret) -> bool {
-    let subset = |want: &Option<BTreeMap<String, String>>,
-                  have: &Option<BTreeMap<String, String>>| {
-        want.iter()
-            .flatten()
-            .all(|(k, v)| have.as_ref().and_then(|h| h.get(k)) == Some(v))
-    };
-    let config = |s: &Secret| {
-        s.data
-            .as_ref()
-            .and_then(|d| d.get(DOCKER_CONFIG_KEY))
-            .cloned()
-    };
-    // Only regcred's own ownerReferences: someone else's are kept, not fought over.
-    let owners = |s: &Secret| {
-        let mut uids: Vec<String> = s
-            .metadata
-            .owner_references
-            .iter()
-            .flatten()
-            .filter(|o| is_regcred_owner(o))
-            .map(|o| o.uid.clone())
-            .collect();
-        uids.sort();
-        uids
-    };
-    config(existing) != config(desired)
-        || !subset(&desired.metadata.labels, &existing.metadata.labels)
-        || !subset(
-            &desired.metadata.annotations,
-            &existing.metadata.annotations,
-        )
-        || owners(existing) != owners(desired)
+/// Whether `existing` differs from `desired` in anything regcred sets (pure). Read in
+/// place from the cached form: a reconcile compares every target namespace's Secret.
+pub(crate) fn differs(existing: &impl PullSecret, desired: &Secret) -> bool {
+    let labels_kept = desired
+        .metadata
+        .labels
+        .iter()
+        .flatten()
+        .all(|(k, v)| existing.label(k) == Some(v.as_str()));
+    let annotations_kept = desired
+        .metadata
+        .annotations
+        .iter()
+        .flatten()
+        .all(|(k, v)| existing.annotation(k) == Some(v.as_str()));
+    existing.docker_config() != desired.docker_config()
+        || !labels_kept
+        || !annotations_kept
+        || regcred_owners(&existing.meta().owner_references)
+            != regcred_owners(&desired.metadata.owner_references)
+}
+
+/// The UIDs of regcred's own ownerReferences, sorted: someone else's are kept, not
+/// fought over.
+fn regcred_owners(references: &Option<Vec<OwnerReference>>) -> Vec<&str> {
+    let mut uids: Vec<&str> = references
+        .iter()
+        .flatten()
+        .filter(|o| is_regcred_owner(o))
+        .map(|o| o.uid.as_str())
+        .collect();
+    uids.sort_unstable();
+    uids
 }
 
 /// Brings one namespace's Secret to `desired`. `existing` is the cached managed Secret.
 pub(crate) async fn ensure(
     client: &Client,
     desired: &Secret,
-    existing: Option<&Secret>,
+    existing: Option<&impl PullSecret>,
     force: bool,
 ) -> Result<Outcome, Error> {
     let namespace = desired.metadata.namespace.as_deref().unwrap_or_default();
@@ -177,10 +176,10 @@ pub(crate) async fn remove(client: &Client, secret: &CachedSecret) -> Result<(),
 /// A merge patch that sets what regcred owns and keeps everything else: other labels,
 /// annotations and ownerReferences stay. The resourceVersion makes it fail rather than
 /// overwrite a change the cache has not seen yet.
-fn update_patch(existing: &Secret, desired: &Secret) -> serde_json::Value {
+fn update_patch(existing: &impl PullSecret, desired: &Secret) -> serde_json::Value {
     // Keep others' ownerReferences; replace those pointing at regcred's resources.
     let mut owner_references: Vec<_> = existing
-        .metadata
+        .meta()
         .owner_references
         .iter()
         .flatten()
@@ -190,7 +189,7 @@ fn update_patch(existing: &Secret, desired: &Secret) -> serde_json::Value {
     owner_references.extend(desired.metadata.owner_references.iter().flatten().cloned());
     serde_json::json!({
         "metadata": {
-            "resourceVersion": existing.metadata.resource_version,
+            "resourceVersion": existing.meta().resource_version,
             "labels": desired.metadata.labels,
             "annotations": desired.metadata.annotations,
             "ownerReferences": owner_references,
@@ -366,11 +365,12 @@ mod tests {
             )
         }
 
-        /// As the cache holds it, and as a write compares it.
+        /// As the cache holds it, whole again (an API server's answer).
         fn cached(secret: &Secret) -> Secret {
             cached_form(secret).to_secret()
         }
 
+        /// As the cache holds it, and as a write compares it.
         fn cached_form(secret: &Secret) -> CachedSecret {
             let mut s = secret.clone();
             s.metadata.resource_version = Some("41".into());
@@ -382,7 +382,7 @@ mod tests {
         async fn a_secret_that_matches_the_cache_costs_no_request() {
             let (client, server) = api_mock::client();
             let want = want();
-            let outcome = ensure(&client, &want, Some(&cached(&want)), false)
+            let outcome = ensure(&client, &want, Some(&cached_form(&want)), false)
                 .await
                 .unwrap();
             assert_eq!(outcome, Outcome::Unchanged);
@@ -394,11 +394,12 @@ mod tests {
         async fn a_changed_secret_is_one_merge_patch_preconditioned_on_the_cached_version() {
             let (client, mut server) = api_mock::client();
             let want = want();
-            let mut have = cached(&want);
-            have.data = Some(BTreeMap::from([(
+            let mut old = want.clone();
+            old.data = Some(BTreeMap::from([(
                 DOCKER_CONFIG_KEY.to_owned(),
                 ByteString(b"{\"auths\":{\"old\":{}}}".to_vec()),
             )]));
+            let have = cached_form(&old);
             let answered = cached(&want);
             let (outcome, sent) = tokio::join!(
                 ensure(&client, &want, Some(&have), false),
@@ -428,7 +429,7 @@ mod tests {
             let (client, mut server) = api_mock::client();
             let want = want();
             let (outcome, sent) = tokio::join!(
-                ensure(&client, &want, None, false),
+                ensure(&client, &want, None::<&Secret>, false),
                 server.answer(StatusCode::CREATED, serde_json::to_value(&want).unwrap())
             );
             assert_eq!(outcome.unwrap(), Outcome::Created);
@@ -442,7 +443,7 @@ mod tests {
 
             // Someone else's Secret by that name: AlreadyExists, and no second attempt.
             let (outcome, sent) = tokio::join!(
-                ensure(&client, &want, None, false),
+                ensure(&client, &want, None::<&Secret>, false),
                 server.answer(StatusCode::CONFLICT, status(409, "AlreadyExists"))
             );
             assert_eq!(outcome.unwrap(), Outcome::Unmanaged);
