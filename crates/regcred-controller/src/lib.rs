@@ -32,6 +32,7 @@ mod namespace_cache;
 mod namespace_writes;
 mod pull_secrets;
 mod reconcile;
+mod recounts;
 mod refresh;
 mod run;
 mod schedule;

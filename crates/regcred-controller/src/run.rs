@@ -153,6 +153,7 @@ pub async fn run(client: Client, config: Config) -> Result<(), Error> {
         seen_credentials: Default::default(),
         accounts_by_namespace: Default::default(),
         client: client.clone(),
+        recounts: Default::default(),
     };
     let reporter = Reporter {
         controller: FIELD_MANAGER.into(),
@@ -288,6 +289,7 @@ pub async fn run(client: Client, config: Config) -> Result<(), Error> {
         .applied_objects()
         .try_filter(move |sa| future::ready(wants.wants_service_account(sa)));
     tokio::spawn(triggers.clone().judge_accounts());
+    tokio::spawn(triggers.clone().pace_recounts());
     let listed_accounts = triggers.clone();
     let mut caches_listed = ready.clone();
     tokio::spawn(async move {

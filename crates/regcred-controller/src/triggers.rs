@@ -18,6 +18,7 @@ use crate::cached_account::CachedServiceAccount;
 use crate::cached_secret::{CachedSecret, PullSecret};
 use crate::context::{CacheLag, ObjectKey, Stores};
 use crate::credential::{Credential, CredentialId, Kind};
+use crate::recounts::{RECOUNT_INTERVAL, Recounts};
 use crate::service_accounts;
 
 /// Where reconcile requests go.
@@ -43,6 +44,8 @@ pub(crate) struct Triggers {
     pub(crate) patch_service_accounts: bool,
     /// Namespaces whose ServiceAccounts wait to be judged.
     pub(crate) account_queue: Arc<AccountQueue>,
+    /// Credentials whose status counts wait for a recount.
+    pub(crate) recounts: Arc<Recounts>,
 }
 
 /// A credential's generation, and whether it is being deleted.
@@ -142,6 +145,26 @@ impl Triggers {
             }
             // Many namespaces may be waiting: let the watches in between.
             tokio::task::yield_now().await;
+        }
+    }
+
+    /// Sends the reconciles [`Recounts`] paces, for as long as the controller runs.
+    pub(crate) async fn pace_recounts(self) {
+        loop {
+            let due = self.recounts.next().await;
+            for c in self.stores.credentials.state() {
+                if c.metadata
+                    .namespace
+                    .as_ref()
+                    .is_some_and(|ns| due.namespaces.contains(ns))
+                {
+                    let _ = self.credentials.unbounded_send(ObjectRef::from_obj(&*c));
+                }
+            }
+            if due.cluster {
+                self.all_cluster_credentials();
+            }
+            tokio::time::sleep(RECOUNT_INTERVAL).await;
         }
     }
 
@@ -303,7 +326,8 @@ impl Triggers {
         }
     }
 
-    /// A ServiceAccount changed: the counts in status of the credentials covering it.
+    /// A ServiceAccount changed: the counts in status of the credentials covering it
+    /// (paced, see [`Recounts`]).
     pub(crate) fn on_service_account(&self, event: &Event<CachedServiceAccount>) {
         self.index_service_account(event);
         if matches!(event, Event::InitDone) {
@@ -321,8 +345,7 @@ impl Triggers {
             let version = sa.metadata.resource_version.as_deref().filter(|_| !deleted);
             self.cache_lag
                 .seen(&ObjectKey::service_account(&ns, &sa.name_any()), version);
-            self.credentials_in(&ns);
-            self.all_cluster_credentials();
+            self.recounts.ask(&ns);
         }
     }
 
