@@ -1,7 +1,8 @@
 //! Paces the credential reconciles that ServiceAccount events ask for.
 //!
-//! A ServiceAccount event changes only what a credential's status counts (and, rarely,
-//! whether a renamed Secret may go). During a fan-out every patch asked for a reconcile of
+//! A ServiceAccount event changes what a credential's status counts and, rarely, more:
+//! whether a renamed Secret may go, or (an ECR `serviceAccountRef`) the role to mint with.
+//! None of that needs to be immediate. During a fan-out every patch asked for a reconcile of
 //! every credential covering its namespace, and each reconcile compares every target
 //! namespace: a 300-namespace cold start ran 40 of them back to back, beside the patches.
 //! Here the first request goes out at once and later ones at most once per interval,
