@@ -284,6 +284,13 @@ mod tests {
 
     #[test]
     fn differs_only_on_what_regcred_sets() {
+        // Whole, and in the cached form a reconcile compares: the same verdict.
+        let differs = |have: &Secret, want: &Secret| {
+            let whole = differs(have, want);
+            let cached = differs(&CachedSecret::from(have.clone()), want);
+            assert_eq!(whole, cached, "the cached form judged otherwise");
+            whole
+        };
         let want = desired(
             &credential(DeletionPolicy::Delete),
             "app",
