@@ -49,10 +49,14 @@ impl Kind {
 }
 
 /// What every contender is asked to keep: the Secret `secret` in the namespaces labelled
-/// for `run`, from the source `source_namespace/source`, listed by every ServiceAccount.
+/// for `targets`, from the source `source_namespace/source`, listed by every ServiceAccount.
 #[derive(Debug, Clone)]
 pub(crate) struct Job {
+    /// `<contender>-<size>`: names its source and regcred's credential.
     pub(crate) run: String,
+    /// The label value of the target namespaces, and their names' prefix: the contenders
+    /// of one size share them, one after another.
+    pub(crate) targets: String,
     pub(crate) secret: String,
     pub(crate) source_namespace: String,
     pub(crate) source: String,
@@ -62,7 +66,7 @@ pub(crate) struct Job {
 
 impl Job {
     pub(crate) fn selector(&self) -> String {
-        format!("{TARGET_LABEL}={}", self.run)
+        format!("{TARGET_LABEL}={}", self.targets)
     }
 
     /// The ClusterRegistryCredential that gives regcred this job.
@@ -76,7 +80,7 @@ impl Job {
                     "name": self.source, "namespace": self.source_namespace,
                 }}}],
                 "secretName": self.secret,
-                "namespaces": {"selector": {"matchLabels": {TARGET_LABEL: self.run}}},
+                "namespaces": {"selector": {"matchLabels": {TARGET_LABEL: self.targets}}},
             }
         }))
         .expect("a ClusterRegistryCredential")
@@ -297,7 +301,7 @@ pub(crate) async fn apply_credential(client: &kube::Client, job: &Job) {
     regcred_e2e::apply(&api, &job.cluster_credential()).await;
 }
 
-/// Deletes it (regcred is stopped by then: the namespaces' deletion removes the rest).
+/// Deletes it (regcred is stopped by then: the bench removes the rest).
 pub(crate) async fn delete_credential(client: &kube::Client, job: &Job) {
     let api = Api::<ClusterRegistryCredential>::all(client.clone());
     let _ = api.delete(&job.run, &Default::default()).await;

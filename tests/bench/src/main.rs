@@ -206,20 +206,23 @@ async fn bench(bed: &'static TestBed, args: BenchArgs) -> anyhow::Result<()> {
         Ok(table)
     };
     for &size in &sizes {
-        for &kind in &contenders {
-            if kind == Kind::Script && size > args.script_max {
-                continue;
-            }
-            let ecr = args.ecr_refreshes > 0 && Some(size) == largest;
-            results.push(bench.run(kind, size, Scope::Full { ecr }).await);
-            write(&results)?;
-        }
+        let kinds: Vec<Kind> = contenders
+            .iter()
+            .copied()
+            .filter(|&k| k != Kind::Script || size <= args.script_max)
+            .collect();
+        let ecr = args.ecr_refreshes > 0 && Some(size) == largest;
+        results.extend(bench.run(&kinds, size, Scope::Full { ecr }).await);
+        write(&results)?;
     }
     for &size in &memory_sizes {
-        for &kind in contenders.iter().filter(|k| **k != Kind::Script) {
-            results.push(bench.run(kind, size, Scope::ColdOnly).await);
-            write(&results)?;
-        }
+        let kinds: Vec<Kind> = contenders
+            .iter()
+            .copied()
+            .filter(|&k| k != Kind::Script)
+            .collect();
+        results.extend(bench.run(&kinds, size, Scope::ColdOnly).await);
+        write(&results)?;
     }
     let table = write(&results)?;
     println!("\n{table}");

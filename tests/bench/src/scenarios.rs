@@ -1,8 +1,7 @@
-//! One contender at one size, through the scenarios in order, on namespaces of its own:
-//! cold convergence (repeated: its work undone and the contender started again), steady
-//! state and a restart, new namespaces, a rotated source, and (for
-//! regcred) ECR tokens rotating over every namespace. Then its namespaces are deleted, so
-//! the next contender starts on the same cluster.
+//! One size, every contender on the same namespaces: cold convergence (the contenders'
+//! starts taking turns, each one's work undone before the next), then, one contender after
+//! another, steady state and a restart, new namespaces, a rotated source, and (for regcred)
+//! ECR tokens rotating over every namespace, each contender's work undone after it.
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
@@ -61,80 +60,212 @@ pub(crate) enum Scope {
     ColdOnly,
 }
 
+/// One contender of a size, as the size's run goes.
+struct Entrant {
+    contender: Contender,
+    /// The password its source holds at first.
+    password: String,
+    cold: Option<Cold>,
+}
+
+/// What a contender did after its cold starts.
+struct Scenarios {
+    steady: Steady,
+    new_namespaces: Option<NewNamespaces>,
+    rotation: Rotation,
+    ecr: Option<EcrRotation>,
+}
+
 impl Bench {
-    pub(crate) async fn run(&self, kind: Kind, size: usize, scope: Scope) -> RunResult {
-        let run = format!("{}-{size}", kind.name());
+    /// Every contender in `kinds` at one size, on the same namespaces. Their cold starts
+    /// take turns (A B, B A, A B, ...), so that the bed's drift and the order weigh on
+    /// each alike; each start's work is undone before the next. Then each contender in
+    /// turn goes through the other scenarios, and its work is undone again.
+    pub(crate) async fn run(&self, kinds: &[Kind], size: usize, scope: Scope) -> Vec<RunResult> {
+        let targets = format!("targets-{size}");
         println!(
-            "\n== {run}: {size} namespaces × {} ServiceAccounts",
-            self.service_accounts
+            "\n== {size} namespaces × {} ServiceAccounts: {}",
+            self.service_accounts,
+            kinds
+                .iter()
+                .map(|k| k.name())
+                .collect::<Vec<_>>()
+                .join(", ")
         );
-        let password = format!("p0-{run}");
-        let source = format!("src-{run}");
-        self.create_source(&source, &password).await;
-        let job = Job {
-            run: run.clone(),
-            secret: PULL_SECRET.into(),
-            source_namespace: BENCH_NAMESPACE.into(),
-            source: source.clone(),
-            server: self.bed.registry().host.clone(),
-            concurrency: self.concurrency,
-        };
-        let mut contender = Contender::new(kind, job.clone(), self.bed, self.regcred_bin.clone());
+        let mut entrants = vec![];
+        for &kind in kinds {
+            let run = format!("{}-{size}", kind.name());
+            let password = format!("p0-{run}");
+            let source = format!("src-{run}");
+            self.create_source(&source, &password).await;
+            let job = Job {
+                run,
+                targets: targets.clone(),
+                secret: PULL_SECRET.into(),
+                source_namespace: BENCH_NAMESPACE.into(),
+                source,
+                server: self.bed.registry().host.clone(),
+                concurrency: self.concurrency,
+            };
+            if kind == Kind::Regcred {
+                apply_credential(&self.client, &job).await;
+            }
+            entrants.push(Entrant {
+                contender: Contender::new(kind, job, self.bed, self.regcred_bin.clone()),
+                password,
+                cold: None,
+            });
+        }
 
         let started = Instant::now();
-        let mut namespaces =
-            seed::namespaces(&self.client, &run, 0..size, self.service_accounts - 1).await;
+        let namespaces =
+            seed::namespaces(&self.client, &targets, 0..size, self.service_accounts - 1).await;
         self.until_accounts(&namespaces).await;
         println!("  seeded in {:.1}s", started.elapsed().as_secs_f64());
 
-        let mut cold = self.cold(&mut contender, &namespaces, &password).await;
-        // The script way's run takes minutes at these sizes, and no target rests on it.
-        let starts = if kind.watches() { self.cold_starts } else { 1 };
-        for _ in 1..starts {
-            self.undo(&mut contender, &namespaces).await;
-            let seconds = self.converge(&mut contender, &namespaces, &password).await;
-            println!("  cold again: {seconds:.1}s");
-            cold.samples_seconds.push(seconds);
+        // The script way's run takes minutes at these sizes, and no target rests on it: it
+        // runs once, with the other scenarios.
+        let watching: Vec<usize> = (0..entrants.len())
+            .filter(|&i| entrants[i].contender.kind.watches())
+            .collect();
+        for round in 0..self.cold_starts {
+            for turn in 0..watching.len() {
+                let entrant = &mut entrants[watching[(turn + round) % watching.len()]];
+                self.cold_start(entrant, &namespaces).await;
+                self.undo(&mut entrant.contender, &namespaces).await;
+            }
         }
-        cold.seconds = median(&cold.samples_seconds);
+
+        let count = entrants.len();
+        let mut runs = vec![];
+        for (i, mut entrant) in entrants.into_iter().enumerate() {
+            let mut result = None;
+            if let Scope::Full { ecr } = scope {
+                result = Some(self.scenarios(&mut entrant, &namespaces, size, ecr).await);
+                if i + 1 < count {
+                    self.undo(&mut entrant.contender, &namespaces).await;
+                }
+            }
+            runs.push(self.finish(entrant, size, result).await);
+        }
+        let took =
+            seed::delete_namespaces(&self.client, &format!("{}={targets}", seed::TARGET_LABEL))
+                .await;
+        println!("  namespaces deleted in {:.1}s", took.as_secs_f64());
+        runs
+    }
+
+    /// The scenarios after the cold starts: steady state and a restart, new namespaces,
+    /// a rotated source, and (for regcred, if `ecr`) ECR tokens rotating. The namespaces
+    /// added meanwhile are deleted after.
+    async fn scenarios(
+        &self,
+        entrant: &mut Entrant,
+        namespaces: &[String],
+        size: usize,
+        ecr: bool,
+    ) -> Scenarios {
+        let kind = entrant.contender.kind;
+        println!("  {}:", kind.name());
+        if kind.watches() {
+            // Converged again, untimed: the scenarios start from its steady state.
+            self.converge(&mut entrant.contender, namespaces, &entrant.password)
+                .await;
+        } else {
+            self.cold_start(entrant, namespaces).await;
+        }
+        let contender = &mut entrant.contender;
+        let steady = self.steady(contender).await;
+        let mut covered = namespaces.to_vec();
+        let new_namespaces = if self.new_namespaces > 0 {
+            let (added, new) = self.new_namespaces(contender, size).await;
+            covered.extend(added);
+            Some(new)
+        } else {
+            None
+        };
+        let rotation = self.rotation(contender, &covered).await;
+        let ecr = if ecr && kind == Kind::Regcred {
+            Some(self.ecr(contender, &covered).await)
+        } else {
+            None
+        };
+        contender.stop().await;
+        let added = format!("{}={}", seed::ADDED_LABEL, contender.job.run);
+        let took = seed::delete_namespaces(&self.client, &added).await;
+        println!("  added namespaces deleted in {:.1}s", took.as_secs_f64());
+        Scenarios {
+            steady,
+            new_namespaces,
+            rotation,
+            ecr,
+        }
+    }
+
+    /// The contender's result; its credential (regcred) and source deleted.
+    async fn finish(
+        &self,
+        entrant: Entrant,
+        size: usize,
+        scenarios: Option<Scenarios>,
+    ) -> RunResult {
+        let contender = entrant.contender;
+        let job = &contender.job;
+        if contender.kind == Kind::Regcred {
+            delete_credential(&self.client, job).await;
+        }
+        let _ = Api::<Secret>::namespaced(self.client.clone(), BENCH_NAMESPACE)
+            .delete(&job.source, &Default::default())
+            .await;
+        let peak_rss_mib = contender.peak_rss_kib.map(|kib| kib as f64 / 1024.0);
+        if let Some(mib) = peak_rss_mib {
+            println!("  {}: peak RSS {mib:.1} MiB", contender.kind.name());
+        }
         let mut result = RunResult {
-            contender: kind,
+            contender: contender.kind,
             namespaces: size,
             service_accounts: self.service_accounts,
-            cold,
+            cold: entrant.cold.expect("every contender started cold"),
             steady: None,
             new_namespaces: None,
             rotation: None,
             ecr: None,
-            peak_rss_mib: None,
+            peak_rss_mib,
         };
-        if let Scope::Full { ecr } = scope {
-            result.steady = Some(self.steady(&mut contender).await);
-            if self.new_namespaces > 0 {
-                let (added, new) = self.new_namespaces(&mut contender, &run, size).await;
-                namespaces.extend(added);
-                result.new_namespaces = Some(new);
-            }
-            result.rotation = Some(self.rotation(&mut contender, &namespaces, &source).await);
-            if ecr && kind == Kind::Regcred {
-                result.ecr = Some(self.ecr(&mut contender, &job, &namespaces).await);
-            }
+        if let Some(s) = scenarios {
+            result.steady = Some(s.steady);
+            result.new_namespaces = s.new_namespaces;
+            result.rotation = Some(s.rotation);
+            result.ecr = s.ecr;
         }
-        contender.stop().await;
-        result.peak_rss_mib = contender.peak_rss_kib.map(|kib| kib as f64 / 1024.0);
-        if let Some(mib) = result.peak_rss_mib {
-            println!("  peak RSS {mib:.1} MiB");
-        }
-
-        if kind == Kind::Regcred {
-            delete_credential(&self.client, &job).await;
-        }
-        let took = seed::delete_namespaces(&self.client, &run).await;
-        let _ = Api::<Secret>::namespaced(self.client.clone(), BENCH_NAMESPACE)
-            .delete(&source, &Default::default())
-            .await;
-        println!("  namespaces deleted in {:.1}s", took.as_secs_f64());
         result
+    }
+
+    /// One cold start of `entrant`, timed; the first also counts its requests.
+    async fn cold_start(&self, entrant: &mut Entrant, namespaces: &[String]) {
+        let contender = &mut entrant.contender;
+        let name = contender.kind.name();
+        match &mut entrant.cold {
+            None => {
+                let cold = self.cold(contender, namespaces, &entrant.password).await;
+                println!(
+                    "  {name} cold: {:.2}s, {} object writes (necessary {}), {} requests",
+                    cold.seconds,
+                    cold.requests.object_writes,
+                    cold.necessary_writes,
+                    cold.requests.total
+                );
+                entrant.cold = Some(cold);
+            }
+            Some(cold) => {
+                let seconds = self
+                    .converge(contender, namespaces, &entrant.password)
+                    .await;
+                println!("  {name} cold again: {seconds:.2}s");
+                cold.samples_seconds.push(seconds);
+                cold.seconds = median(&cold.samples_seconds);
+            }
+        }
     }
 
     async fn create_source(&self, name: &str, password: &str) {
@@ -190,18 +321,11 @@ impl Bench {
 
     /// The first cold start: its time and every request it made.
     async fn cold(&self, contender: &mut Contender, namespaces: &[String], password: &str) -> Cold {
-        let kind = contender.kind;
-        if kind == Kind::Regcred {
-            apply_credential(&self.client, &contender.job).await;
-        }
         let mark = self.audit.mark();
         let seconds = self.converge(contender, namespaces, password).await;
-        let requests = Requests::since(&self.audit, &mark, kind.user(), &contender.job.run);
+        let job = &contender.job;
+        let requests = Requests::since(&self.audit, &mark, contender.kind.user(), &job.targets);
         let necessary_writes = namespaces.len() * (1 + self.service_accounts);
-        println!(
-            "  cold: {seconds:.1}s, {} object writes (necessary {necessary_writes}), {} requests",
-            requests.object_writes, requests.total
-        );
         Cold {
             seconds,
             samples_seconds: vec![seconds],
@@ -270,7 +394,7 @@ impl Bench {
                 &self.audit,
                 &mark,
                 user,
-                &contender.job.run,
+                &contender.job.targets,
             ))
         } else {
             None
@@ -280,7 +404,7 @@ impl Bench {
         contender.stop().await;
         contender.start().await;
         let last = until_quiet(&self.audit, &mark, user, QUIET, self.timeout).await;
-        let restart = Requests::since(&self.audit, &mark, user, &contender.job.run);
+        let restart = Requests::since(&self.audit, &mark, user, &contender.job.targets);
         println!(
             "  steady: {} writes idle; restart: {} requests, {} writes",
             idle.as_ref()
@@ -301,13 +425,15 @@ impl Bench {
     async fn new_namespaces(
         &self,
         contender: &mut Contender,
-        run: &str,
         size: usize,
     ) -> (Vec<String>, NewNamespaces) {
         let count = self.new_namespaces;
+        let job = &contender.job;
+        // Names of their own: the bench's watches keep what they saw of earlier ones.
         let names: Vec<String> = (size..size + count)
-            .map(|i| format!("{run}-{i:05}"))
+            .map(|i| format!("{}-{}-{i:05}", job.targets, contender.kind.name()))
             .collect();
+        let labels = json!({seed::TARGET_LABEL: job.targets, seed::ADDED_LABEL: job.run});
         let user = contender.kind.user();
         let mark = self.audit.mark();
         let period = Duration::from_secs_f64(1.0 / self.new_namespace_rate);
@@ -317,7 +443,7 @@ impl Bench {
             ticks.tick().await;
             creations.push(tokio::spawn(seed::create_namespace(
                 self.client.clone(),
-                run.to_owned(),
+                labels.clone(),
                 name.clone(),
                 self.service_accounts - 1,
             )));
@@ -355,17 +481,13 @@ impl Bench {
             entry_ms,
             secret_ms,
             entry_samples_ms: entries,
-            requests: Requests::since(&self.audit, &mark, user, &contender.job.run),
+            requests: Requests::since(&self.audit, &mark, user, &contender.job.targets),
         };
         (names, new)
     }
 
-    async fn rotation(
-        &self,
-        contender: &mut Contender,
-        namespaces: &[String],
-        source: &str,
-    ) -> Rotation {
+    async fn rotation(&self, contender: &mut Contender, namespaces: &[String]) -> Rotation {
+        let source = &contender.job.source;
         let user = contender.kind.user();
         let password = format!("p1-{}", contender.job.run);
         let wanted = digest(&password);
@@ -384,7 +506,7 @@ impl Bench {
             .await;
         until_quiet(&self.audit, &mark, user, QUIET, self.timeout).await;
         let seconds = last.saturating_duration_since(started).as_secs_f64();
-        let requests = Requests::since(&self.audit, &mark, user, &contender.job.run);
+        let requests = Requests::since(&self.audit, &mark, user, &contender.job.targets);
         println!(
             "  rotation: {seconds:.1}s, {} object writes for {} namespaces",
             requests.object_writes,
@@ -399,12 +521,8 @@ impl Bench {
 
     /// A short-lived ECR token over every namespace: AWS calls per refresh, time to
     /// rewrite every Secret, and how long any namespace held only an expired token.
-    async fn ecr(
-        &self,
-        contender: &mut Contender,
-        job: &Job,
-        namespaces: &[String],
-    ) -> EcrRotation {
+    async fn ecr(&self, contender: &mut Contender, namespaces: &[String]) -> EcrRotation {
+        let job = contender.job.clone();
         let aws = &self.bed.info.aws;
         let control = self.bed.aws();
         control.set_token_lifetime(self.ecr_lifetime).await;
@@ -424,7 +542,7 @@ impl Bench {
                     "auth": {"secretRef": {"name": "bench-aws", "namespace": BENCH_NAMESPACE}},
                 }}],
                 "secretName": ECR_SECRET,
-                "namespaces": {"selector": {"matchLabels": {seed::TARGET_LABEL: job.run}}},
+                "namespaces": {"selector": {"matchLabels": {seed::TARGET_LABEL: job.targets}}},
             }
         }))
         .expect("a ClusterRegistryCredential");
@@ -457,7 +575,7 @@ impl Bench {
             self.timeout,
         )
         .await;
-        let requests = Requests::since(&self.audit, &mark, contender.kind.user(), &job.run);
+        let requests = Requests::since(&self.audit, &mark, contender.kind.user(), &job.targets);
         let _ = credentials.delete(&name, &Default::default()).await;
         control.set_token_lifetime(43_200).await;
 

@@ -13,8 +13,10 @@ use kube::{Api, Client};
 use regcred_testkit::TestBed;
 use serde_json::json;
 
-/// The label that picks a run's target namespaces: `regcred-bench/target=<run>`.
+/// The label that picks a size's target namespaces: `regcred-bench/target=<targets>`.
 pub(crate) const TARGET_LABEL: &str = "regcred-bench/target";
+/// The label of the namespaces added while one contender runs: `regcred-bench/added=<run>`.
+pub(crate) const ADDED_LABEL: &str = "regcred-bench/added";
 /// Where the limit's and the script's identities live.
 pub(crate) const BENCH_NAMESPACE: &str = "regcred-bench";
 /// Requests in flight while seeding.
@@ -70,26 +72,33 @@ pub(crate) async fn kubeconfig(bed: &TestBed, namespace: &str, name: &str, path:
     bed.service_account_kubeconfig(namespace, name, path).await;
 }
 
-/// Creates `count` namespaces `<run>-NNNNN` labelled for `run`, each with `extra`
+/// Creates `count` namespaces `<targets>-NNNNN` labelled for `targets`, each with `extra`
 /// ServiceAccounts besides the `default` one the controller manager adds.
 pub(crate) async fn namespaces(
     client: &Client,
-    run: &str,
+    targets: &str,
     range: std::ops::Range<usize>,
     extra: usize,
 ) -> Vec<String> {
-    let names: Vec<String> = range.map(|i| format!("{run}-{i:05}")).collect();
+    let names: Vec<String> = range.map(|i| format!("{targets}-{i:05}")).collect();
+    let labels = json!({TARGET_LABEL: targets});
     futures::stream::iter(names.clone())
-        .map(|name| create_namespace(client.clone(), run.to_owned(), name, extra))
+        .map(|name| create_namespace(client.clone(), labels.clone(), name, extra))
         .buffer_unordered(SEED_CONCURRENCY)
         .collect::<Vec<()>>()
         .await;
     names
 }
 
-pub(crate) async fn create_namespace(client: Client, run: String, name: String, extra: usize) {
+/// Creates the namespace `name` with `labels` and `extra` ServiceAccounts.
+pub(crate) async fn create_namespace(
+    client: Client,
+    labels: serde_json::Value,
+    name: String,
+    extra: usize,
+) {
     let ns: Namespace = serde_json::from_value(json!({
-        "metadata": {"name": name, "labels": {TARGET_LABEL: run}}
+        "metadata": {"name": name, "labels": labels}
     }))
     .expect("a Namespace");
     Api::<Namespace>::all(client.clone())
@@ -139,11 +148,11 @@ pub(crate) async fn undo(client: &Client, secret: &str, namespaces: Vec<(String,
         .await;
 }
 
-/// Deletes a run's namespaces and waits until they are gone.
-pub(crate) async fn delete_namespaces(client: &Client, run: &str) -> Duration {
+/// Deletes the namespaces `selector` picks and waits until they are gone.
+pub(crate) async fn delete_namespaces(client: &Client, selector: &str) -> Duration {
     let started = Instant::now();
     let api = Api::<Namespace>::all(client.clone());
-    let selector = ListParams::default().labels(&format!("{TARGET_LABEL}={run}"));
+    let selector = ListParams::default().labels(selector);
     let names: Vec<String> = api
         .list_metadata(&selector)
         .await
@@ -171,8 +180,9 @@ pub(crate) async fn delete_namespaces(client: &Client, run: &str) -> Duration {
         }
         assert!(
             started.elapsed() < patience,
-            "{} namespaces of {run} still there after {} s",
+            "{} namespaces ({}) still there after {} s",
             left.items.len(),
+            selector.label_selector.as_deref().unwrap_or_default(),
             patience.as_secs()
         );
         tokio::time::sleep(Duration::from_secs(1)).await;
