@@ -1,6 +1,8 @@
 //! The contenders, each a separate process under its own identity: regcred (the release
-//! binary, as shipped), the limit (this binary's `limit` subcommand) and the script way
-//! (a bash loop over the bed's `kubectl`, as docs/migrate-from-scripts.md shows).
+//! binary as the shipped manifests run it, admission webhook included), regcred with the
+//! webhook off (the watch path alone), the limit (this binary's `limit` subcommand) and
+//! the script way (a bash loop over the bed's `kubectl`, as docs/migrate-from-scripts.md
+//! shows).
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -15,11 +17,15 @@ use tempfile::TempDir;
 use tokio::process::{Child, ChildStdin, Command};
 
 use crate::seed::{BENCH_NAMESPACE, TARGET_LABEL, kubeconfig};
+use crate::webhook;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, clap::ValueEnum, Serialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "kebab-case")]
 pub(crate) enum Kind {
+    /// As `config/default` runs it: leader election, the ServiceAccount webhook.
     Regcred,
+    /// The same with `--admission=off`: new ServiceAccounts are patched by the watch path.
+    RegcredWatch,
     Limit,
     Script,
 }
@@ -28,15 +34,27 @@ impl Kind {
     pub(crate) fn name(self) -> &'static str {
         match self {
             Kind::Regcred => "regcred",
+            Kind::RegcredWatch => "regcred-watch",
             Kind::Limit => "limit",
             Kind::Script => "script",
         }
     }
 
+    /// regcred, with its webhook or without: driven by a ClusterRegistryCredential.
+    pub(crate) fn is_regcred(self) -> bool {
+        matches!(self, Kind::Regcred | Kind::RegcredWatch)
+    }
+
+    /// Whether it runs at the memory sizes: regcred as shipped and the limit (the watch
+    /// path alone caches the same; the script way keeps nothing).
+    pub(crate) fn at_memory_sizes(self) -> bool {
+        matches!(self, Kind::Regcred | Kind::Limit)
+    }
+
     /// The identity the audit log names for its requests.
     pub(crate) fn user(self) -> &'static str {
         match self {
-            Kind::Regcred => regcred_e2e::CONTROLLER_USER,
+            Kind::Regcred | Kind::RegcredWatch => regcred_e2e::CONTROLLER_USER,
             Kind::Limit => "system:serviceaccount:regcred-bench:limit",
             Kind::Script => "system:serviceaccount:regcred-bench:script",
         }
@@ -110,6 +128,10 @@ pub(crate) struct Contender {
     pub(crate) last_script_run: Option<Duration>,
     /// The highest VmHWM seen over this contender's processes.
     pub(crate) peak_rss_kib: Option<u64>,
+    /// regcred as shipped: the loopback port its webhook serves, and whether its
+    /// MutatingWebhookConfiguration is in place.
+    webhook_port: u16,
+    webhook_configured: bool,
 }
 
 impl Contender {
@@ -126,6 +148,8 @@ impl Contender {
             running: None,
             last_script_run: None,
             peak_rss_kib: None,
+            webhook_port: regcred_e2e::admission::free_port(),
+            webhook_configured: false,
         }
     }
 
@@ -133,13 +157,27 @@ impl Contender {
     pub(crate) async fn start(&mut self) {
         let config = self.dir.path().join("kubeconfig");
         match self.kind {
-            Kind::Regcred => {
+            Kind::Regcred | Kind::RegcredWatch => {
                 kubeconfig(self.bed, "regcred-system", "regcred", &config).await;
+                let mut args = vec![format!("--namespace-concurrency={}", self.job.concurrency)];
+                if self.kind == Kind::Regcred {
+                    if !self.webhook_configured {
+                        webhook::configure(
+                            &self.bed.admin_client().await,
+                            &self.job,
+                            self.webhook_port,
+                        )
+                        .await;
+                        self.webhook_configured = true;
+                    }
+                    args.extend(webhook::args(self.webhook_port));
+                }
+                let args: Vec<&str> = args.iter().map(String::as_str).collect();
                 let process = ControllerProcess::start_binary(
                     &self.regcred_bin,
                     self.bed,
                     &config,
-                    &[&format!("--namespace-concurrency={}", self.job.concurrency)],
+                    &args,
                     // As the image runs it (hack/image.sh).
                     &[("RUST_LOG", "info"), ("MIMALLOC_PURGE_DELAY", "0")],
                 );
@@ -176,6 +214,23 @@ impl Contender {
                 self.run_script(&config).await;
                 self.running = Some(Running::Script);
             }
+        }
+    }
+
+    /// regcred as shipped: waits until the API server can call its webhook (the caBundle
+    /// published, the port open). The others have none.
+    pub(crate) async fn until_admission(&self) {
+        if self.webhook_configured {
+            webhook::until_published(&self.bed.admin_client().await, self.webhook_port).await;
+        }
+    }
+
+    /// Takes its MutatingWebhookConfiguration away, so that no other contender's
+    /// ServiceAccounts call a webhook.
+    pub(crate) async fn remove_webhook(&mut self) {
+        if self.webhook_configured {
+            webhook::remove(&self.bed.admin_client().await).await;
+            self.webhook_configured = false;
         }
     }
 

@@ -16,6 +16,7 @@ mod results;
 mod scenarios;
 mod script;
 mod seed;
+mod webhook;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -48,10 +49,17 @@ struct BenchArgs {
     /// Namespace counts for every scenario.
     #[arg(long, value_delimiter = ',', default_value = "300,1000")]
     sizes: Vec<usize>,
-    /// More namespace counts, for cold convergence and memory only (regcred and the limit).
+    /// More namespace counts, for cold convergence and memory only (regcred as shipped and
+    /// the limit).
     #[arg(long, value_delimiter = ',', default_value = "5000")]
     memory_sizes: Vec<usize>,
-    #[arg(long, value_delimiter = ',', default_value = "regcred,limit,script")]
+    /// regcred (as shipped, its webhook on), regcred-watch (the webhook off), limit,
+    /// script.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "regcred,regcred-watch,limit,script"
+    )]
     contenders: Vec<Kind>,
     /// The script way runs up to this many namespaces (it takes about 0.5 s per namespace).
     #[arg(long, default_value_t = 300)]
@@ -219,7 +227,7 @@ async fn bench(bed: &'static TestBed, args: BenchArgs) -> anyhow::Result<()> {
         let kinds: Vec<Kind> = contenders
             .iter()
             .copied()
-            .filter(|&k| k != Kind::Script)
+            .filter(|&k| k.at_memory_sizes())
             .collect();
         results.extend(bench.run(&kinds, size, Scope::ColdOnly).await);
         write(&results)?;

@@ -41,6 +41,8 @@ struct Seen {
     accounts: HashMap<String, HashMap<String, Account>>,
     /// (namespace, Secret name) → its versions in order.
     secrets: HashMap<(String, String), Vec<Version>>,
+    /// The pull Secrets that exist, as last seen.
+    present: HashSet<(String, String)>,
 }
 
 pub(crate) struct Observer {
@@ -93,16 +95,28 @@ impl Observer {
             let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
             watches.push(tokio::spawn(async move {
                 let events = watcher(api, config).default_backoff();
+                // The namespaces a (re-)list found it in: a re-list is the truth of which exist.
+                let mut relisted = HashSet::new();
                 let _ = events
                     .try_for_each(|event| {
                         match event {
-                            watcher::Event::Apply(s) | watcher::Event::InitApply(s) => {
+                            watcher::Event::Apply(s) => seen.lock().unwrap().secret(&s, &server),
+                            watcher::Event::InitApply(s) => {
+                                relisted.insert(s.namespace().unwrap_or_default());
                                 seen.lock().unwrap().secret(&s, &server)
                             }
+                            watcher::Event::Delete(s) => {
+                                let key = (s.namespace().unwrap_or_default(), s.name_any());
+                                seen.lock().unwrap().present.remove(&key);
+                            }
+                            watcher::Event::Init => relisted.clear(),
                             watcher::Event::InitDone => {
+                                seen.lock()
+                                    .unwrap()
+                                    .present
+                                    .retain(|(ns, n)| *n != name || relisted.contains(ns));
                                 let _ = listed.send(());
                             }
-                            _ => {}
                         }
                         futures::future::ok(())
                     })
@@ -212,6 +226,14 @@ impl Observer {
             .any(|a| a.listed.contains(entry))
     }
 
+    /// Whether the Secret `name` exists in any of these namespaces (as last seen).
+    pub(crate) fn any_secret(&self, namespaces: &[String], name: &str) -> bool {
+        let seen = self.seen.lock().unwrap();
+        namespaces
+            .iter()
+            .any(|ns| seen.present.contains(&(ns.clone(), name.to_owned())))
+    }
+
     /// How many ServiceAccounts these namespaces hold so far.
     pub(crate) fn account_count(&self, namespaces: &[String]) -> usize {
         let seen = self.seen.lock().unwrap();
@@ -276,6 +298,7 @@ impl Seen {
 
     fn secret(&mut self, secret: &Secret, server: &str) {
         let key = (secret.namespace().unwrap_or_default(), secret.name_any());
+        self.present.insert(key.clone());
         self.secrets.entry(key).or_default().push(Version {
             at: Instant::now(),
             wall: Timestamp::now(),

@@ -20,6 +20,7 @@ pub(crate) struct Series {
 fn color(kind: Kind) -> &'static str {
     match kind {
         Kind::Regcred => "#1f77b4",
+        Kind::RegcredWatch => "#9467bd",
         Kind::Limit => "#2ca02c",
         Kind::Script => "#d62728",
     }

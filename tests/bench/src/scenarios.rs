@@ -107,9 +107,6 @@ impl Bench {
                 server: self.bed.registry().host.clone(),
                 concurrency: self.concurrency,
             };
-            if kind == Kind::Regcred {
-                apply_credential(&self.client, &job).await;
-            }
             entrants.push(Entrant {
                 contender: Contender::new(kind, job, self.bed, self.regcred_bin.clone()),
                 password,
@@ -178,6 +175,7 @@ impl Bench {
         let steady = self.steady(contender).await;
         let mut covered = namespaces.to_vec();
         let new_namespaces = if self.new_namespaces > 0 {
+            contender.until_admission().await;
             let (added, new) = self.new_namespaces(contender, size).await;
             covered.extend(added);
             Some(new)
@@ -209,9 +207,10 @@ impl Bench {
         size: usize,
         scenarios: Option<Scenarios>,
     ) -> RunResult {
-        let contender = entrant.contender;
+        let mut contender = entrant.contender;
+        contender.remove_webhook().await;
         let job = &contender.job;
-        if contender.kind == Kind::Regcred {
+        if contender.kind.is_regcred() {
             delete_credential(&self.client, job).await;
         }
         let _ = Api::<Secret>::namespaced(self.client.clone(), BENCH_NAMESPACE)
@@ -344,6 +343,10 @@ impl Bench {
     ) -> f64 {
         let password = digest(password);
         let accounts = self.service_accounts;
+        if contender.kind.is_regcred() {
+            // Its work was undone with its credential gone: it comes back as new.
+            apply_credential(&self.client, &contender.job).await;
+        }
         let mark = self.audit.mark();
         let started = Instant::now();
         contender.start().await;
@@ -368,7 +371,9 @@ impl Bench {
     }
 
     /// Stops the contender and takes its work back (as the admin), so that the next start
-    /// is cold again; returns once the bench's watches see every entry gone.
+    /// is cold again; returns once the bench's watches see every entry and Secret gone.
+    /// regcred's credential goes too: two credentials over the same Secret name (regcred
+    /// as shipped, and with its webhook off) would contend, and neither would be cold.
     async fn undo(&self, contender: &mut Contender, namespaces: &[String]) {
         contender.stop().await;
         let work = namespaces
@@ -378,10 +383,15 @@ impl Bench {
         seed::undo(&self.client, PULL_SECRET, work).await;
         self.observer
             .until(self.timeout, |o| {
-                (!o.any_listing(namespaces, PULL_SECRET)).then_some(())
+                let left =
+                    o.any_listing(namespaces, PULL_SECRET) || o.any_secret(namespaces, PULL_SECRET);
+                (!left).then_some(())
             })
             .await
-            .expect("the bench's watches see the entries removed");
+            .expect("the bench's watches see the entries and Secrets removed");
+        if contender.kind.is_regcred() {
+            delete_credential(&self.client, &contender.job).await;
+        }
     }
 
     async fn steady(&self, contender: &mut Contender) -> Steady {
