@@ -24,7 +24,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use futures::{StreamExt, stream};
+use futures::{FutureExt, StreamExt, stream};
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
@@ -413,8 +413,10 @@ pub(crate) async fn run(
         tokio::select! {
             _ = interval.tick() => {}
             Some(()) = triggers.next() => {
-                // Let a burst of events settle into one check.
+                // Let a burst of events settle into one check: a watch's (re-)list alone
+                // is three events, and each check is two GETs.
                 tokio::time::sleep(Duration::from_millis(20)).await;
+                while triggers.next().now_or_never().flatten().is_some() {}
             }
         }
     }
