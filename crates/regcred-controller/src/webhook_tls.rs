@@ -382,7 +382,7 @@ pub(crate) async fn run(
         watcher::Config::default().fields(&format!("metadata.name={}", settings.secret)),
     )
     .default_backoff()
-    .map(|_| ())
+    .filter_map(news)
     .boxed();
     let mut triggers = vec![secret_events];
     if settings.manage {
@@ -393,7 +393,7 @@ pub(crate) async fn run(
                     watcher::Config::default().fields(&format!("metadata.name={name}")),
                 )
                 .default_backoff()
-                .map(|_| ())
+                .filter_map(news)
                 .boxed(),
             );
         }
@@ -413,12 +413,22 @@ pub(crate) async fn run(
         tokio::select! {
             _ = interval.tick() => {}
             Some(()) = triggers.next() => {
-                // Let a burst of events settle into one check: a watch's (re-)list alone
-                // is three events, and each check is two GETs.
+                // Let a burst of events (the watches listing at once, a Helm upgrade)
+                // settle into one check.
                 tokio::time::sleep(Duration::from_millis(20)).await;
                 while triggers.next().now_or_never().flatten().is_some() {}
             }
         }
+    }
+}
+
+/// Whether a watch event may mean the certificate or a bundle changed. A (re-)list says so
+/// once, at its end: its start and each object it lists are the same news again, and each
+/// check is two GETs.
+async fn news<K>(event: Result<watcher::Event<K>, watcher::Error>) -> Option<()> {
+    match event {
+        Ok(watcher::Event::Init | watcher::Event::InitApply(_)) => None,
+        Ok(_) | Err(_) => Some(()),
     }
 }
 
