@@ -181,9 +181,12 @@ fn start(client: Client, name: &str, changed: impl Fn(&str) + Send + Sync + 'sta
     // the benchmark saw 87 and 98 ms before the first write of a cold start). A view a
     // moment old is safe here: a same-named Secret it misses is one the create would
     // have raced anyway, which the API server refuses (409) and the watch then reports.
-    let config = watcher::Config::default()
+    let mut config = watcher::Config::default()
         .fields(&format!("metadata.name={name}"))
         .any_semantic();
+    // kube sends no resourceVersion=0 with a page size: one list, as client-go's informers
+    // make it (at most one small metadata object per namespace).
+    config.page_size = None;
     let events = watcher(Api::<PartialObjectMeta<Secret>>::all(client), config)
         .backoff(crate::watch_backoff::WatchBackoff::default())
         .inspect_ok(move |event| writer.lock().expect("named secrets lock").apply(event));
