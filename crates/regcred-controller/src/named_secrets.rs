@@ -174,13 +174,14 @@ fn start(client: Client, name: &str, changed: impl Fn(&str) + Send + Sync + 'sta
     let store = Arc::new(Mutex::new(Holders::default()));
     let writer = store.clone();
     let listed = Arc::new(AtomicBool::new(false));
-    // Listed from the API server's watch cache as it stands (resourceVersion 0), not as a
-    // consistent read: this watch starts after the credentials' lists, by when the
-    // controller's own Lease write has usually moved etcd past the Secrets cache, and a
-    // consistent list then waits for etcd's next progress notification (up to 100 ms:
-    // the benchmark saw 87 and 98 ms before the first write of a cold start). A view a
-    // moment old is safe here: a same-named Secret it misses is one the create would
-    // have raced anyway, which the API server refuses (409) and the watch then reports.
+    // Listed from the API server's watch cache (resourceVersion 0), not as a consistent
+    // read: this watch starts after the credentials' lists, by when the controller's own
+    // Lease write has usually moved etcd past the Secrets cache, and a consistent list
+    // then waits for etcd's next progress notification (up to 100 ms: the benchmark saw
+    // 87 and 98 ms before the first write of a cold start). The view may be stale (a
+    // lagging API server, a re-list). That is safe: regcred only ever creates where no
+    // Secret is known (the API server refuses a same-named one: 409, unmanaged), and
+    // admission may point at the name early, as before the first list.
     let mut config = watcher::Config::default()
         .fields(&format!("metadata.name={name}"))
         .any_semantic();

@@ -1,5 +1,5 @@
-//! Writes the pull Secrets: created once, then updated in place by server-side apply, never
-//! deleted and recreated; nothing is sent when the cached Secret already matches. A Secret
+//! Writes the pull Secrets: created once, then updated in place by a merge patch guarded by
+//! the cached resourceVersion, never deleted and recreated; nothing is sent when the cached Secret already matches. A Secret
 //! regcred did not create is never modified.
 
 use std::collections::BTreeMap;
@@ -51,7 +51,7 @@ pub(crate) fn desired<C: Credential>(
     let mut annotations = annotations.clone();
     annotations.insert(OWNER_ANNOTATION.to_owned(), credential.id().to_string());
     // Orphan: no ownerReference, so garbage collection leaves the Secret when the
-    // credential goes. Switching to Orphan drops it through server-side apply.
+    // credential goes. Switching to Orphan drops it: the update patch replaces regcred's.
     let owner_references = match credential.spec().deletion_policy {
         DeletionPolicy::Delete => credential.owner_reference().map(|o| vec![o]),
         DeletionPolicy::Orphan => None,

@@ -128,9 +128,9 @@ pub(crate) struct Contender {
     pub(crate) last_script_run: Option<Duration>,
     /// The highest VmHWM seen over this contender's processes.
     pub(crate) peak_rss_kib: Option<u64>,
-    /// regcred as shipped: the loopback port its webhook serves, and whether its
-    /// MutatingWebhookConfiguration is in place.
-    webhook_port: u16,
+    /// regcred as shipped: the loopback port its webhook serves.
+    webhook_port: Option<u16>,
+    /// Whether its MutatingWebhookConfiguration is in place.
     webhook_configured: bool,
 }
 
@@ -148,7 +148,7 @@ impl Contender {
             running: None,
             last_script_run: None,
             peak_rss_kib: None,
-            webhook_port: regcred_e2e::admission::free_port(),
+            webhook_port: (kind == Kind::Regcred).then(regcred_e2e::admission::free_port),
             webhook_configured: false,
         }
     }
@@ -160,17 +160,17 @@ impl Contender {
             Kind::Regcred | Kind::RegcredWatch => {
                 kubeconfig(self.bed, "regcred-system", "regcred", &config).await;
                 let mut args = vec![format!("--namespace-concurrency={}", self.job.concurrency)];
-                if self.kind == Kind::Regcred {
-                    if !self.webhook_configured {
-                        webhook::configure(
-                            &self.bed.admin_client().await,
-                            &self.job,
-                            self.webhook_port,
-                        )
-                        .await;
-                        self.webhook_configured = true;
+                match self.webhook_port {
+                    Some(port) => {
+                        if !self.webhook_configured {
+                            let client = self.bed.admin_client().await;
+                            webhook::configure(&client, &self.job, port).await;
+                            self.webhook_configured = true;
+                        }
+                        args.extend(webhook::args(port));
                     }
-                    args.extend(webhook::args(self.webhook_port));
+                    // Said, not left to the default: REGCRED_ADMISSION could turn it on.
+                    None => args.push("--admission=off".into()),
                 }
                 let args: Vec<&str> = args.iter().map(String::as_str).collect();
                 let process = ControllerProcess::start_binary(
@@ -220,13 +220,13 @@ impl Contender {
     /// regcred as shipped: waits until the API server can call its webhook (the caBundle
     /// published, the port open). The others have none.
     pub(crate) async fn until_admission(&self) {
-        if self.webhook_configured {
-            webhook::until_published(&self.bed.admin_client().await, self.webhook_port).await;
+        if let (Some(port), true) = (self.webhook_port, self.webhook_configured) {
+            webhook::until_published(&self.bed.admin_client().await, port).await;
         }
     }
 
-    /// Takes its MutatingWebhookConfiguration away, so that no other contender's
-    /// ServiceAccounts call a webhook.
+    /// Takes its MutatingWebhookConfiguration away (its next start puts it back), so that
+    /// no other contender's ServiceAccounts call a webhook nobody serves.
     pub(crate) async fn remove_webhook(&mut self) {
         if self.webhook_configured {
             webhook::remove(&self.bed.admin_client().await).await;

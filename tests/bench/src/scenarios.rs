@@ -373,9 +373,11 @@ impl Bench {
     /// Stops the contender and takes its work back (as the admin), so that the next start
     /// is cold again; returns once the bench's watches see every entry and Secret gone.
     /// regcred's credential goes too: two credentials over the same Secret name (regcred
-    /// as shipped, and with its webhook off) would contend, and neither would be cold.
+    /// as shipped, and with its webhook off) would contend, and neither would be cold. So
+    /// does its webhook configuration, which would call a port nobody serves.
     async fn undo(&self, contender: &mut Contender, namespaces: &[String]) {
         contender.stop().await;
+        contender.remove_webhook().await;
         let work = namespaces
             .iter()
             .map(|ns| (ns.clone(), self.observer.account_names(ns)))

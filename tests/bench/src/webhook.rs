@@ -54,7 +54,9 @@ fn for_loopback(mut configuration: Value, port: u16, targets: &str) -> Value {
     configuration
 }
 
-/// Waits until the controller has published its CA bundle and serves on `port`.
+/// Waits until the controller has published its CA bundle and serves on `port`. The
+/// configuration is applied afresh before a start that follows an undo (its bundle
+/// empty), and the controller publishes the bundle of the certificate it serves.
 pub(crate) async fn until_published(client: &Client, port: u16) {
     let api: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
     for _ in 0..600 {
@@ -66,7 +68,11 @@ pub(crate) async fn until_published(client: &Client, port: u16) {
                     .is_some_and(|b| !b.0.is_empty())
             })
         });
-        if published && std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+        if published
+            && tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok()
+        {
             return;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
