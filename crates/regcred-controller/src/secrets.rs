@@ -1,6 +1,6 @@
 //! Writes the pull Secrets: created once, then updated in place by a merge patch guarded by
-//! the cached resourceVersion, never deleted and recreated; nothing is sent when the cached Secret already matches. A Secret
-//! regcred did not create is never modified.
+//! the cached resourceVersion, never deleted and recreated; nothing is sent when the cached
+//! Secret already matches. A Secret regcred did not create is never modified.
 
 use std::collections::BTreeMap;
 
